@@ -1,0 +1,53 @@
+"""The compute-backend seam."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything a backend needs to score one chunk; all of it plain, JSON-able data."""
+
+    conn_id: str
+    container: str
+    video_blob: str
+    video_id: str
+    chunk_index: int
+    chunk_label: str
+    frames: int
+    input_dir: str  # blob folder holding frames.tar
+    output_dir: str  # blob folder to receive frames.tar and result.json
+    model: str  # built-in name, local checkpoint path, or wasb://container/path
+    batch_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def where(self) -> str:
+        return f"video {self.video_blob} ({self.video_id}), {self.chunk_label}"
+
+
+class ComputeBackend(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def score(self, operator: Any, context: Any, task: ChunkTask) -> dict:
+        """Score the chunk (or defer, for remote backends); returns the chunk's result.json."""
+
+    def resume(self, operator: Any, context: Any, task: ChunkTask, event: dict) -> dict:
+        """Called when a deferred chunk's trigger fires; remote backends override it."""
+        raise NotImplementedError(f"backend {self.name} never defers")
+
+    def cancel(self, operator: Any, task: ChunkTask) -> None:
+        """Stop work in flight when the task is killed or marked failed."""
+
+
+def scorer_args(model: str, input_dir: str, output_dir: str, batch_size: int, result: str,
+                device: str = "auto") -> list[str]:
+    """The scoring command line, after the interpreter: identical for every backend."""
+    return ["-m", "scoring", "stylize", "--model", model, "--input", input_dir, "--output", output_dir,
+            "--batch-size", str(batch_size), "--device", device, "--result", result]

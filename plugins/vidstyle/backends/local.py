@@ -1,0 +1,76 @@
+"""Score a chunk on the worker itself (CPU, or a local GPU when torch sees one).
+
+The scorer runs as a child process with the same command line a remote job runs, which keeps
+torch out of the worker's own memory and lets a killed task stop it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from vidstyle.backends.base import ChunkTask, ComputeBackend, scorer_args
+from vidstyle.blobs import BlobStore
+
+SCORING_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds scoring/
+
+
+def fetch_model(ref: str, conn_id: str, folder: Path) -> str:
+    """A ``wasb://container/path`` model is downloaded; names and local paths pass through."""
+    if not ref.startswith("wasb://"):
+        return ref
+    container, _, blob = ref[len("wasb://"):].partition("/")
+    store = BlobStore(conn_id, container)
+    path = store.download(blob, folder / Path(blob).name)
+    sidecar = str(Path(blob).with_suffix(".json"))
+    if store.exists(sidecar):
+        store.download(sidecar, path.with_suffix(".json"))
+    return str(path)
+
+
+class LocalBackend(ComputeBackend):
+    name = "local"
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def score(self, operator: Any, context: Any, task: ChunkTask) -> dict:
+        store = BlobStore(task.conn_id, task.container)
+        with tempfile.TemporaryDirectory(prefix="vidstyle-chunk-") as tmp:
+            tmp_path = Path(tmp)
+            in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+            store.download(task.input_dir + "frames.tar", in_dir / "frames.tar")
+            model = fetch_model(task.model, task.conn_id, tmp_path / "model")
+            result_path = out_dir / "result.json"
+            args = scorer_args(model, str(in_dir), str(out_dir), task.batch_size, str(result_path))
+            self._run([sys.executable, *args], operator, task)
+            result = json.loads(result_path.read_text())
+            if result["frames"] != task.frames:
+                raise RuntimeError(f"{task.where}: scorer returned {result['frames']} frames, expected {task.frames}")
+            store.upload(out_dir / "frames.tar", task.output_dir + "frames.tar")
+            store.upload(result_path, task.output_dir + "result.json")
+        return result
+
+    def _run(self, cmd: list[str], operator: Any, task: ChunkTask) -> None:
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(SCORING_ROOT), os.environ.get("PYTHONPATH")]))}
+        operator.log.info("%s: running %s", task.chunk_label, " ".join(cmd))
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=env, cwd=SCORING_ROOT)
+        for line in self._proc.stdout:
+            tail.append(line.rstrip())
+            operator.log.info("%s | %s", task.chunk_label, line.rstrip())
+        rc = self._proc.wait()
+        if rc != 0:
+            raise RuntimeError(f"{task.where}: scorer exited with code {rc}: {' / '.join(tail)[-800:]}")
+
+    def cancel(self, operator: Any, task: ChunkTask) -> None:
+        if self._proc and self._proc.poll() is None:
+            operator.log.warning("%s: stopping the scorer (pid %s)", task.chunk_label, self._proc.pid)
+            self._proc.terminate()

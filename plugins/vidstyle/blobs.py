@@ -1,0 +1,86 @@
+"""Blob storage operations the pipeline needs, on top of the Azure provider's WasbHook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobProperties
+
+from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+from vidstyle.layout import Video
+
+
+def blob_version(props: BlobProperties) -> str:
+    md5 = props.content_settings.content_md5 if props.content_settings else None
+    return bytes(md5).hex() if md5 else str(props.etag).strip('"')
+
+
+def to_video(container: str, props: BlobProperties) -> Video:
+    modified = props.last_modified.isoformat() if props.last_modified else ""
+    return Video(container, props.name, blob_version(props), modified, int(props.size or 0))
+
+
+class BlobStore:
+    """One container, reached through an Airflow connection (any auth the provider supports)."""
+
+    def __init__(self, conn_id: str, container: str) -> None:
+        self.hook = WasbHook(wasb_conn_id=conn_id)
+        self.container = container
+
+    @property
+    def _container(self):
+        return self.hook.blob_service_client.get_container_client(self.container)
+
+    def ensure_container(self) -> None:
+        try:
+            self._container.create_container()
+        except ResourceExistsError:
+            pass
+
+    def list(self, prefix: str) -> list[BlobProperties]:
+        return list(self._container.list_blobs(name_starts_with=prefix))
+
+    def videos(self, prefix: str, suffixes: tuple[str, ...]) -> list[Video]:
+        return [to_video(self.container, p) for p in self.list(prefix) if p.name.lower().endswith(suffixes)]
+
+    def video(self, blob: str) -> Video:
+        try:
+            props = self._container.get_blob_client(blob).get_blob_properties()
+        except ResourceNotFoundError:
+            raise FileNotFoundError(f"wasb://{self.container}/{blob} does not exist") from None
+        props.name = blob
+        return to_video(self.container, props)
+
+    def exists(self, blob: str) -> bool:
+        return self.hook.check_for_blob(self.container, blob)
+
+    def upload(self, path: Path, blob: str) -> None:
+        self.hook.load_file(str(path), self.container, blob, overwrite=True)
+
+    def download(self, blob: str, path: Path) -> Path:
+        """Streams to disk (no whole-file buffer in memory)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            stream = self.hook.download(self.container, blob)
+        except ResourceNotFoundError:
+            raise FileNotFoundError(f"wasb://{self.container}/{blob} does not exist") from None
+        with open(path, "wb") as f:
+            stream.readinto(f)
+        return path
+
+    def write_json(self, blob: str, data: dict) -> None:
+        self.hook.load_string(json.dumps(data, indent=2), self.container, blob, overwrite=True)
+
+    def read_json(self, blob: str) -> dict:
+        try:
+            return json.loads(self.hook.read_file(self.container, blob))
+        except ResourceNotFoundError:
+            raise FileNotFoundError(f"wasb://{self.container}/{blob} does not exist") from None
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = [p.name for p in self.list(prefix)]
+        for name in names:
+            self._container.delete_blob(name)
+        return len(names)

@@ -1,0 +1,127 @@
+"""Where everything lives in blob storage, and how videos and chunks are named.
+
+One container holds (prefixes configurable, see README "Storage layout"):
+  incoming/<path>                           videos dropped by users (never modified)
+  work/<video_id>/plan.json                 probe result: frame timestamps, chunk plan
+  work/<video_id>/audio.mka                 the source audio, stream-copied
+  work/<video_id>/chunks/<n>/in/frames.tar  a chunk's source frames (lossless PNGs)
+  work/<video_id>/chunks/<n>/out/frames.tar the stylized frames, plus result.json
+  work/<video_id>/stitched.mp4              the silent stylized video
+  outputs/<path>.<style>.mp4                the result, with .manifest.json and .preview.png
+  state/videos/<video_id>.json              ledger: which content was processed, how it ended
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import asdict, dataclass
+
+from vidstyle.config import Settings
+
+
+def slug(text: str, limit: int = 48) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return s[:limit].strip("-") or "video"
+
+
+@dataclass(frozen=True)
+class Video:
+    """A video blob at one content version: a re-upload with new content is a new Video."""
+
+    container: str
+    blob: str
+    version: str  # Content-MD5 when the store has one, else the ETag
+    last_modified: str = ""
+    size: int = 0
+
+    @property
+    def video_id(self) -> str:
+        digest = hashlib.sha256(f"{self.container}\n{self.blob}\n{self.version}".encode()).hexdigest()
+        stem = posixpath.splitext(posixpath.basename(self.blob))[0]
+        return f"{slug(stem)}-{digest[:10]}"
+
+    @property
+    def run_id(self) -> str:
+        return f"video__{self.video_id}"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"video_id": self.video_id}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Video:
+        return cls(**{k: data[k] for k in ("container", "blob", "version", "last_modified", "size") if k in data})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int  # 0-based
+    count: int  # chunks in the video
+    start: int  # first frame, 0-based
+    end: int  # one past the last frame
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+    @property
+    def label(self) -> str:
+        return f"chunk {self.index + 1}/{self.count}, frames {self.start}-{self.end - 1}"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Chunk:
+        return cls(data["index"], data["count"], data["start"], data["end"])
+
+
+def plan_chunks(frames: int, chunk_frames: int) -> list[Chunk]:
+    """Contiguous chunks covering every frame; the remainder gets a chunk of its own."""
+    if frames < 1 or chunk_frames < 1:
+        raise ValueError(f"need frames >= 1 and chunk_frames >= 1, got {frames} and {chunk_frames}")
+    starts = range(0, frames, chunk_frames)
+    return [Chunk(i, len(starts), s, min(s + chunk_frames, frames)) for i, s in enumerate(starts)]
+
+
+def frame_name(index: int) -> str:
+    return f"{index:08d}.png"
+
+
+@dataclass(frozen=True)
+class Layout:
+    settings: Settings
+
+    def work(self, video_id: str) -> str:
+        return f"{self.settings.work_prefix}{video_id}/"
+
+    def plan(self, video_id: str) -> str:
+        return self.work(video_id) + "plan.json"
+
+    def audio(self, video_id: str) -> str:
+        return self.work(video_id) + "audio.mka"
+
+    def stitched(self, video_id: str) -> str:
+        return self.work(video_id) + "stitched.mp4"
+
+    def chunk_dir(self, video_id: str, index: int, side: str) -> str:
+        """A chunk's input ("in") or output ("out") folder: what a remote job mounts."""
+        return self.work(video_id) + f"chunks/{index:05d}/{side}/"
+
+    def chunk_frames(self, video_id: str, index: int, side: str) -> str:
+        return self.chunk_dir(video_id, index, side) + "frames.tar"
+
+    def chunk_result(self, video_id: str, index: int) -> str:
+        return self.chunk_dir(video_id, index, "out") + "result.json"
+
+    def state(self, video_id: str) -> str:
+        return f"{self.settings.state_prefix}videos/{video_id}.json"
+
+    def outputs(self, blob: str, style: str, output_prefix: str | None = None) -> dict[str, str]:
+        """Result paths mirror the input path under the output prefix, tagged with the style."""
+        prefix = self.settings.output_prefix if output_prefix is None else output_prefix
+        rel = blob[len(self.settings.input_prefix):] if blob.startswith(self.settings.input_prefix) else blob
+        style_name = posixpath.splitext(posixpath.basename(style.rstrip("/")))[0]
+        base = prefix + posixpath.splitext(rel)[0] + "." + slug(style_name, 32)
+        return {"video": base + ".mp4", "manifest": base + ".manifest.json", "preview": base + ".preview.png"}

@@ -1,0 +1,51 @@
+"""Glue between Airflow task contexts and the steps: building a VideoRun, failing well."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from vidstyle import steps
+from vidstyle.config import load_settings
+from vidstyle.layout import Video
+from vidstyle.params import job_params
+
+log = logging.getLogger(__name__)
+
+
+def video_run(context: Any, video: dict | None = None) -> steps.VideoRun:
+    """The run's VideoRun, pinned to the content version ``start`` recorded when given."""
+    return steps.VideoRun(load_settings(), job_params(context["params"]),
+                          Video.from_dict(video) if video else None)
+
+
+@contextlib.contextmanager
+def failing_well(what: str, blob: str) -> Iterator[None]:
+    """Name the video in every failure; bad input fails at once instead of retrying."""
+    try:
+        yield
+    except AirflowException:
+        raise
+    except steps.BadInput as exc:
+        raise AirflowFailException(f"video {blob}: {what}: bad input: {exc}") from exc
+    except Exception as exc:
+        raise RuntimeError(f"video {blob}: {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def on_task_failure(context: Any) -> None:
+    """Record the failure (video, task or chunk, cause) in the ledger; work blobs are kept."""
+    ti = context["ti"]
+    where = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+    task = context.get("task")
+    work = getattr(task, "work", None)
+    if isinstance(work, dict) and work.get("chunk_label"):
+        where = f"{ti.task_id} ({work['chunk_label']})"
+    error = str(context.get("exception") or "unknown error")
+    log.error("FAILED %s of run %s: %s", where, context["run_id"], error)
+    with contextlib.suppress(Exception):  # the callback must never mask the original failure
+        run = video_run(context)
+        steps.record_failure(run, context["run_id"], where, error)

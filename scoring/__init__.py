@@ -1,0 +1,1 @@
+"""Fast neural style transfer for frames: plain PyTorch, no Airflow."""

@@ -1,0 +1,161 @@
+"""Batched inference over a stream of frames, with decode and encode overlapping the model.
+
+reader thread (decode) -> bounded queue -> model in batches -> bounded queue -> writer thread
+(encode + write). Queues are bounded, so memory stays flat however long the chunk is.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from scoring.frames import decode_image, encode_png, png_name
+from scoring.transformer_net import stylize_batch
+
+_DONE = object()
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class _Worker(threading.Thread):
+    """A thread whose exception is re-raised in the caller rather than lost."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self.error = target, None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in check()
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+def stylize_stream(
+    model: torch.nn.Module,
+    frames: Iterable[tuple[str, bytes]],
+    write: Callable[[str, bytes], None],
+    *,
+    device: torch.device,
+    batch_size: int = 4,
+    total: int | None = None,
+    progress: Callable[[RunStats, int | None], None] | None = None,
+    decode_threads: int = 2,
+) -> RunStats:
+    """Stylize every frame of ``frames`` in order and hand each result to ``write``."""
+    stats = RunStats()
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=batch_size * 3)
+    encoded: queue.Queue = queue.Queue(maxsize=batch_size * 3)
+    pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+
+    def read() -> None:
+        # Futures keep decode parallel yet delivered in order; the window bounds memory.
+        window: list = []
+        for name, data in frames:
+            window.append((name, pool.submit(decode_image, data)))
+            if len(window) >= batch_size * 2:
+                n, fut = window.pop(0)
+                _put(decoded, (n, fut.result()), stop)
+        for n, fut in window:
+            _put(decoded, (n, fut.result()), stop)
+        _put(decoded, _DONE, stop)
+
+    def write_all() -> None:
+        while True:
+            item = encoded.get()
+            if item is _DONE:
+                return
+            for name, frame in item:
+                write(png_name(name), encode_png(frame))
+                stats.names.append(png_name(name))
+
+    reader, writer = _Worker(read, "reader"), _Worker(write_all, "writer")
+    start = time.perf_counter()
+    reader.start()
+    writer.start()
+    try:
+        batch: list[tuple[str, np.ndarray]] = []
+        while True:
+            item = _get(decoded, reader, writer)
+            end = item is _DONE
+            # A size change flushes the batch: frames of one batch must share a shape.
+            if batch and (end or len(batch) == batch_size or item[1].shape != batch[0][1].shape):
+                _run_batch(model, batch, device, stats, encoded, stop)
+                batch = []
+                if progress:
+                    progress(_snapshot(stats, start), total)
+            if end:
+                break
+            batch.append(item)
+        _put(encoded, _DONE, stop)
+        while writer.is_alive():
+            writer.join(timeout=0.2)
+            writer.check()
+        writer.check()
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _get(q: queue.Queue, *workers: _Worker) -> object:
+    while True:
+        for w in workers:
+            w.check()
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            continue
+
+
+def _run_batch(model, batch, device, stats: RunStats, encoded: queue.Queue, stop: threading.Event) -> None:
+    t0 = time.perf_counter()
+    x = torch.from_numpy(np.stack([f for _, f in batch])).to(device)
+    with torch.inference_mode():
+        y = stylize_batch(model, x).cpu().numpy()
+    stats.model_seconds += time.perf_counter() - t0
+    stats.frames += len(batch)
+    _put(encoded, [(name, y[i]) for i, (name, _) in enumerate(batch)], stop)
+
+
+def _snapshot(stats: RunStats, start: float) -> RunStats:
+    stats.seconds = time.perf_counter() - start
+    return stats

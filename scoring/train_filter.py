@@ -1,0 +1,152 @@
+"""Train a TransformerNet to reproduce a procedural pop-art filter (works fully offline).
+
+The filter maps each image's *standardised* luminance onto a fixed palette: posterised bands
+over a Kuwahara-smoothed image, with darkened edges. Instance normalisation in the network
+hides global brightness and colour, so a filter defined on standardised luminance is one the
+network can learn exactly; a filter that keeps each photo's own colours is not.
+
+    python -m scoring.train_filter --output scoring/models/pop-art.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from scoring.transformer_net import TransformerNet
+
+# Deep navy, crimson, orange, pale yellow: dark to light.
+PALETTE = np.array([[24, 22, 66], [196, 30, 88], [247, 148, 29], [255, 236, 160]], dtype=np.float32)
+BAND_EDGES = np.array([-0.6, 0.15, 0.9], dtype=np.float32)
+HELD_OUT = "chelsea.png"  # never trained on: used for the before/after image and the tests
+
+
+def kuwahara(lum: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Edge-preserving smoothing: each pixel takes the mean of its least-varied quadrant."""
+    size = radius + 1
+    mean = ndimage.uniform_filter(lum, size, mode="reflect")
+    sq = ndimage.uniform_filter(lum * lum, size, mode="reflect")
+    var = sq - mean * mean
+    h, w = lum.shape
+
+    def quadrants(a: np.ndarray) -> np.ndarray:
+        # The four windows ending at, or starting from, each pixel; edges padded, not wrapped.
+        p = np.pad(a, radius, mode="edge")
+        return np.stack([p[r:r + h, c:c + w] for r in (0, radius) for c in (0, radius)])
+
+    means, variances = quadrants(mean), quadrants(var)
+    return np.take_along_axis(means, variances.argmin(0)[None], 0)[0]
+
+
+def pop_art(rgb: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> uint8 HxWx3 stylised image."""
+    lum = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    smooth = kuwahara(lum)
+    z = (smooth - smooth.mean()) / (smooth.std() + 1e-6)
+    out = PALETTE[np.searchsorted(BAND_EDGES, z)]
+    edges = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))
+    edges = np.clip(edges / (edges.std() * 3 + 1e-6), 0, 1)
+    out *= (1 - 0.85 * edges)[..., None]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def training_images(folder: Path | None = None) -> dict[str, np.ndarray]:
+    """Photos shipped inside the scikit-image wheel (no download), held-out image excluded."""
+    if folder is None:
+        import skimage
+
+        folder = Path(skimage.__file__).parent / "data"
+    names = ["astronaut.png", "coffee.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg", "camera.png",
+             "coins.png", "grass.png", "gravel.png", "brick.png", "motorcycle_left.png", "color.png",
+             "clock_motion.png", "retina.jpg", "moon.png", "page.png"]
+    images = {}
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            img = np.asarray(Image.open(path).convert("RGB"))
+            if min(img.shape[:2]) >= 160:
+                images[name] = img
+    if not images:
+        raise FileNotFoundError(f"no training images found in {folder}")
+    return images
+
+
+def random_crops(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, batch: int, rng: np.random.Generator):
+    xs, ys = [], []
+    for _ in range(batch):
+        src, dst = pairs[rng.integers(len(pairs))]
+        h, w = src.shape[:2]
+        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        xs.append(src[top:top + size, left:left + size])
+        ys.append(dst[top:top + size, left:left + size])
+    to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float()  # noqa: E731
+    return to_t(xs), to_t(ys)
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    images = training_images(Path(args.images) if args.images else None)
+    # Targets are computed on whole images once: the filter standardises per image.
+    pairs = [(img, pop_art(img)) for img in images.values()]
+    model = TransformerNet(width=args.width, blocks=args.blocks)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.iterations)
+    start, losses = time.perf_counter(), []
+    for it in range(1, args.iterations + 1):
+        x, y = random_crops(pairs, args.crop, args.batch_size, rng)
+        loss = torch.nn.functional.l1_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if it % args.log_every == 0 or it == args.iterations:
+            rate = it / (time.perf_counter() - start)
+            eta = (args.iterations - it) / rate
+            print(f"iter {it}/{args.iterations}  L1 {np.mean(losses[-args.log_every:]):.2f}  "
+                  f"{rate:.2f} it/s  ETA {eta / 60:.1f} min", flush=True)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out)
+    sidecar = {
+        "architecture": {"name": "TransformerNet", "width": args.width, "blocks": args.blocks},
+        "style": {"kind": "procedural", "filter": "pop-art",
+                  "filter_hash": hashlib.sha256(PALETTE.tobytes() + BAND_EDGES.tobytes()).hexdigest()[:16]},
+        "training": {"iterations": args.iterations, "crop": args.crop, "batch_size": args.batch_size,
+                     "lr": args.lr, "schedule": "cosine", "loss": "L1", "seed": args.seed,
+                     "images": sorted(images), "final_l1": round(float(np.mean(losses[-50:])), 3)},
+        "command": "python -m scoring.train_filter " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if v is not None),
+    }
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    print(f"wrote {out} ({math.ceil(out.stat().st_size / 1024)} KiB)")
+    return {"losses": losses, "path": out}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scoring.train_filter", description=__doc__.splitlines()[0])
+    p.add_argument("--output", required=True)
+    p.add_argument("--images", help="folder of training photos (default: scikit-image's bundled photos)")
+    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--crop", type=int, default=160)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    return p
+
+
+if __name__ == "__main__":
+    train(build_parser().parse_args())

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need; cheap to re-run (each step checks first).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  say "installing ffmpeg (Debian package)"
+  as_root apt-get update -qq && as_root apt-get install -y -qq ffmpeg >/dev/null
+fi
+
+AZURITE_VERSION=3.37.0
+if [ ! -x .tools/node_modules/.bin/azurite-blob ] || \
+   ! grep -q "\"version\": \"$AZURITE_VERSION\"" .tools/node_modules/azurite/package.json 2>/dev/null; then
+  command -v npm >/dev/null || { as_root apt-get update -qq && as_root apt-get install -y -qq nodejs npm >/dev/null; }
+  say "installing Azurite $AZURITE_VERSION (npm)"
+  mkdir -p .tools
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+fi
+
+stamp=$(cat requirements.txt scoring/requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
+  say "creating the Python environment in .venv (torch is large: a few minutes the first time)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt
+  echo "$stamp" > .venv/.stamp
+fi
+
+mkdir -p "$AIRFLOW_HOME"
+if [ ! -f "$AIRFLOW_HOME/.migrated-$stamp" ]; then
+  say "initialising the Airflow database ($AIRFLOW_HOME)"
+  airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { tail -20 "$AIRFLOW_HOME/migrate.log"; exit 1; }
+  touch "$AIRFLOW_HOME/.migrated-$stamp"
+fi
+# The pool bounds how many chunks score at once on this machine: a flood of uploads queues.
+airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-1}" "Concurrent chunk scoring tasks" >/dev/null 2>&1
+say "ready"

@@ -1,0 +1,19 @@
+# Environment for running this project's local Airflow against the embedded Azurite.
+# Sourced by the other scripts; `source scripts/env.sh` to use `airflow` by hand.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+export PATH="$ROOT/.venv/bin:$ROOT/.tools/node_modules/.bin:$PATH"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
+export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}"
+# Plugins are also importable by DAG-parsing and task processes started outside Airflow's loader.
+export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+# Azurite, the local Blob Storage emulator, on its standard port 10000:
+# "UseDevelopmentStorage=true" is the Azure SDK's own shorthand for it, so no key appears
+# anywhere. A real deployment defines this connection with a managed identity or SAS instead.
+export AIRFLOW_CONN_WASB_DEFAULT="${AIRFLOW_CONN_WASB_DEFAULT:-{\"conn_type\": \"wasb\", \"extra\": {\"connection_string\": \"UseDevelopmentStorage=true\"}}}"
