@@ -40,7 +40,11 @@ class BlobStore:
             pass
 
     def list(self, prefix: str) -> list[BlobProperties]:
-        return list(self._container.list_blobs(name_starts_with=prefix))
+        """Blobs under a prefix; none when the container does not exist yet."""
+        try:
+            return list(self._container.list_blobs(name_starts_with=prefix))
+        except ResourceNotFoundError:
+            return []
 
     def videos(self, prefix: str, suffixes: tuple[str, ...]) -> list[Video]:
         return [to_video(self.container, p) for p in self.list(prefix) if p.name.lower().endswith(suffixes)]

@@ -1,0 +1,61 @@
+"""Process videos uploaded during each day that have not been processed yet.
+
+Its daily runs sweep up anything the watcher missed; backfilling it over past dates handles
+old videos (see README, "Backfill"):
+
+    airflow backfill create --dag-id video_backlog --from-date 2026-01-01 --to-date 2026-01-31
+
+With ``--dag-run-conf '{"reprocess": true, "style": "..."}'`` it re-processes every video of
+those days, processed or not, e.g. with a new style.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from vidstyle.blobs import BlobStore
+from vidstyle.config import load_settings
+from vidstyle.dispatch import run_request, start_runs
+from vidstyle.layout import Layout
+from vidstyle.ledger import Ledger, backlog
+
+settings = load_settings()
+
+
+@dag(
+    dag_id="video_backlog",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    params={
+        "reprocess": Param(False, type="boolean", title="Re-process",
+                           description="Also start runs for videos already processed (e.g. with a new style)"),
+        "style": Param(None, type=["null", "string"], title="Style model",
+                       description="Style for the started runs; empty uses the processing DAG's default"),
+    },
+    tags=["video", "backfill"],
+    doc_md=__doc__,
+)
+def video_backlog():
+    @task
+    def find_videos(data_interval_start=None, data_interval_end=None) -> list[dict]:
+        params = get_current_context()["params"]
+        store = BlobStore(settings.wasb_conn_id, settings.container)
+        picked = backlog(store.videos(settings.input_prefix, settings.suffixes), Ledger(store, Layout(settings)),
+                         data_interval_start, data_interval_end, reprocess=params["reprocess"])
+        print(f"{len(picked)} videos uploaded in [{data_interval_start}, {data_interval_end}) to process")
+        return [v.to_dict() | {"rerun": rerun} for v, rerun in picked]
+
+    @task
+    def plan_runs(videos: list[dict], ts_nodash=None) -> list[dict]:
+        params = get_current_context()["params"]
+        # A video that failed before, or any video when re-processing, needs a run id of its own.
+        return [run_request(v, ts_nodash if v["rerun"] else "", style=params["style"]) for v in videos]
+
+    videos = find_videos()
+    start_runs(videos, plan_runs(videos))
+
+
+video_backlog()
