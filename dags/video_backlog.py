@@ -12,7 +12,7 @@ those days, processed or not, e.g. with a new style.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from vidstyle.blobs import BlobStore
 from vidstyle.config import load_settings
@@ -25,7 +25,8 @@ settings = load_settings()
 
 @dag(
     dag_id="video_backlog",
-    schedule="@daily",
+    # Data-interval timetable: each run owns one whole day of uploads, [start, end).
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,

@@ -96,6 +96,8 @@ def load_model(ref: str | Path, device: str | torch.device = "cpu") -> tuple[Tra
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelLoadError(f"{path}: tensors do not fit a TransformerNet(width={width}, blocks={blocks}): {exc}") from exc
+        raise ModelLoadError(
+            f"{path}: tensors do not fit a TransformerNet(width={width}, blocks={blocks}): {exc}"
+        ) from exc
     model.eval().requires_grad_(False).to(device)
     return model, ModelInfo(path=path, width=width, blocks=blocks, sidecar=sidecar)

@@ -50,7 +50,7 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         try:
             self._target_fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller in check()
+        except BaseException as exc:
             self.error = exc
 
     def check(self) -> None:

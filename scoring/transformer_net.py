@@ -91,7 +91,7 @@ def stylize_batch(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
     The network halves the resolution twice, so sides are reflect-padded to a multiple of 4
     and the output cropped back: every input pixel has an output pixel.
     """
-    n, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     x = frames.permute(0, 3, 1, 2).float()
     pad_h, pad_w = (-h) % 4, (-w) % 4
     if pad_h or pad_w:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobProperties
 
-from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 from vidstyle.layout import Video
 
 
@@ -79,7 +79,7 @@ class BlobStore:
 
     def read_json(self, blob: str) -> dict:
         try:
-            return json.loads(self.hook.read_file(self.container, blob))
+            return json.loads(self.hook.download(self.container, blob).readall())
         except ResourceNotFoundError:
             raise FileNotFoundError(f"wasb://{self.container}/{blob} does not exist") from None
 

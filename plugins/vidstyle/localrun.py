@@ -23,8 +23,8 @@ log = logging.getLogger("vidstyle.localrun")
 
 
 def load_dag(dag_id: str = "video_stylize"):
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.configuration import conf
+    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=conf.get("core", "dags_folder"))
     if dag_id not in bag.dags:

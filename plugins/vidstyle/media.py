@@ -6,6 +6,7 @@ sources come back with the same timestamps, and the frame count is checked at ev
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -80,7 +81,7 @@ def probe(path: Path) -> VideoInfo:
     rate = _nominal_rate(video, stamps)
     t0 = stamps[0]
     rel = [round(t - t0, 6) for t in stamps]
-    deltas = [b - a for a, b in zip(rel, rel[1:])]
+    deltas = [b - a for a, b in itertools.pairwise(rel)]
     if any(d <= 0 for d in deltas):
         raise MediaError("frame timestamps are not increasing; the file is damaged")
     step = 1 / float(rate)
@@ -131,9 +132,9 @@ def split_frames(path: Path, out_dir: Path, expected: int, height: int = 0) -> l
 def write_concat(frames_dir: Path, names: list[str], info: VideoInfo) -> Path:
     """An ffconcat list giving every frame its source duration (exact for VFR)."""
     stamps = info.timestamps
-    ends = stamps[1:] + [info.duration]
+    ends = [*stamps[1:], info.duration]
     lines = ["ffconcat version 1.0"]
-    for name, start, end in zip(names, stamps, ends):
+    for name, start, end in zip(names, stamps, ends, strict=True):
         # framerate 90000 gives the image demuxer a fine time base, so durations are not
         # rounded to its default 1/25 s.
         lines += [f"file '{name}'", "option framerate 90000", f"duration {end - start:.6f}"]

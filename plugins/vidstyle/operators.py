@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from vidstyle.backends import ChunkTask, get_backend
+from vidstyle.runtime import failing_well
 
 
 class StylizeChunkOperator(BaseOperator):
@@ -31,11 +32,13 @@ class StylizeChunkOperator(BaseOperator):
         task, backend = self.chunk_task, get_backend(self.work["backend"])
         self._backend = backend
         self.log.info("%s: %d frames, model %s, backend %s", task.where, task.frames, task.model, backend.name)
-        return self._report(task, backend.score(self, context, task))
+        with failing_well(task.chunk_label, task.video_blob):
+            return self._report(task, backend.score(self, context, task))
 
     def execute_complete(self, context: Any, event: dict) -> dict:
         task = self.chunk_task
-        return self._report(task, get_backend(self.work["backend"]).resume(self, context, task, event))
+        with failing_well(task.chunk_label, task.video_blob):
+            return self._report(task, get_backend(self.work["backend"]).resume(self, context, task, event))
 
     def _report(self, task: ChunkTask, result: dict) -> dict:
         self.log.info("%s: %d frames in %.1f s (%.2f frames/s) on %s", task.chunk_label, result["frames"],

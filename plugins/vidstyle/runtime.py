@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from vidstyle import steps
+from vidstyle.backends.base import ScorerRejected
 from vidstyle.config import load_settings
 from vidstyle.layout import Video
 from vidstyle.params import job_params
@@ -30,7 +31,7 @@ def failing_well(what: str, blob: str) -> Iterator[None]:
         yield
     except AirflowException:
         raise
-    except steps.BadInput as exc:
+    except (steps.BadInput, ScorerRejected) as exc:
         raise AirflowFailException(f"video {blob}: {what}: bad input: {exc}") from exc
     except Exception as exc:
         raise RuntimeError(f"video {blob}: {what}: {type(exc).__name__}: {exc}") from exc

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.providers.microsoft.azure.sensors.wasb import WasbPrefixSensor
 from airflow.sdk.exceptions import AirflowException
+
 from vidstyle.blobs import BlobStore
 from vidstyle.config import Settings
 from vidstyle.layout import Layout

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vidstyle import frametar, media
-from vidstyle.backends.base import ChunkTask
+from vidstyle.backends import ChunkTask, get_backend
 from vidstyle.blobs import BlobStore
 from vidstyle.config import Settings
 from vidstyle.layout import Chunk, Layout, Video, frame_name, plan_chunks
@@ -73,10 +73,11 @@ class VideoRun:
 def start(run: VideoRun, run_id: str) -> dict:
     """Pin the exact content version this run processes and record it in the ledger."""
     if not run.params.video_blob.lower().endswith(run.settings.suffixes):
-        raise BadInput(f"{run.params.video_blob}: not a video file name (expected one of {run.settings.video_suffixes})")
+        raise BadInput(f"{run.params.video_blob}: not a video file name (expected {run.settings.video_suffixes})")
     try:
         video = run.video
-    except FileNotFoundError as exc:
+        get_backend(run.params.backend).check_model(run.params.style, run.settings.wasb_conn_id)
+    except (FileNotFoundError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
     run.ledger.mark(video, RUNNING, run_id=run_id, style=run.params.style, error=None)
     log.info("processing %s (id %s, version %s, %d bytes)", video.blob, video.video_id, video.version, video.size)
@@ -177,7 +178,7 @@ def stitch(run: VideoRun) -> dict:
         expected = [frame_name(i) for i in range(info.frames)]
         if names != expected:
             missing = sorted(set(expected) - set(names))[:5]
-            raise RuntimeError(f"video {run.video.blob}: styled frames out of order or missing (first missing: {missing})")
+            raise RuntimeError(f"video {run.video.blob}: styled frames out of order or missing (missing: {missing})")
         started = time.perf_counter()
         media.stitch(styled, names, info, tmp / "stitched.mp4", crf=run.params.crf)
         encode_s = time.perf_counter() - started
@@ -224,7 +225,7 @@ def check_result(blob: str, source: media.VideoInfo, result: dict) -> None:
     if abs(result["duration"] - source.duration) > 1 / source.fps + 1e-3:
         problems.append(f"duration {result['duration']:.3f} s, source {source.duration:.3f} s")
     if result["has_audio"] != source.has_audio:
-        problems.append(f"audio {'present' if result['has_audio'] else 'missing'}, source {'has' if source.has_audio else 'has no'} audio")
+        problems.append("audio missing" if source.has_audio else "audio appeared in a silent video")
     if problems:
         raise RuntimeError(f"video {blob}: output check failed: " + "; ".join(problems))
 

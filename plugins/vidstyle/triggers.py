@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from airflow.providers.microsoft.azure.hooks.wasb import WasbAsyncHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from azure.core.exceptions import ResourceNotFoundError
+
 from vidstyle.blobs import to_video
 from vidstyle.config import Settings
 from vidstyle.layout import Layout
@@ -46,8 +46,8 @@ class NewVideoTrigger(BaseTrigger):
         settings = self._settings
         container = client.get_container_client(self.container)
         try:
-            inputs = [to_video(self.container, p) async for p in container.list_blobs(name_starts_with=self.input_prefix)
-                      if p.name.lower().endswith(settings.suffixes)]
+            listing = container.list_blobs(name_starts_with=self.input_prefix)
+            inputs = [to_video(self.container, p) async for p in listing if p.name.lower().endswith(settings.suffixes)]
             layout = Layout(settings)
             names = [p.name async for p in container.list_blobs(name_starts_with=state_prefix(layout))]
         except ResourceNotFoundError:

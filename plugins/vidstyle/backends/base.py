@@ -31,8 +31,15 @@ class ChunkTask:
         return f"video {self.video_blob} ({self.video_id}), {self.chunk_label}"
 
 
+class ScorerRejected(ValueError):
+    """The scorer refused its inputs (bad model, unreadable frames): a retry cannot help."""
+
+
 class ComputeBackend(ABC):
     name: ClassVar[str]
+
+    def check_model(self, ref: str, conn_id: str) -> None:
+        """Fail fast, before any frame is split, when the model cannot be found."""
 
     @abstractmethod
     def score(self, operator: Any, context: Any, task: ChunkTask) -> dict:
@@ -44,6 +51,10 @@ class ComputeBackend(ABC):
 
     def cancel(self, operator: Any, task: ChunkTask) -> None:
         """Stop work in flight when the task is killed or marked failed."""
+
+
+# The scorer's exit code for inputs it cannot use (see scoring.cli).
+EXIT_BAD_INPUT = 2
 
 
 def scorer_args(model: str, input_dir: str, output_dir: str, batch_size: int, result: str,

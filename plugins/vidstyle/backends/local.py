@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vidstyle.backends.base import ChunkTask, ComputeBackend, scorer_args
+from vidstyle.backends.base import EXIT_BAD_INPUT, ChunkTask, ComputeBackend, ScorerRejected, scorer_args
 from vidstyle.blobs import BlobStore
 
 SCORING_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds scoring/
@@ -34,8 +34,21 @@ def fetch_model(ref: str, conn_id: str, folder: Path) -> str:
     return str(path)
 
 
+def builtin_model_names() -> list[str]:
+    return sorted(p.stem for p in (SCORING_ROOT / "scoring" / "models").glob("*.pth"))
+
+
 class LocalBackend(ComputeBackend):
     name = "local"
+
+    def check_model(self, ref: str, conn_id: str) -> None:
+        if ref.startswith("wasb://"):
+            container, _, blob = ref[len("wasb://"):].partition("/")
+            if not BlobStore(conn_id, container).exists(blob):
+                raise FileNotFoundError(f"model {ref} does not exist")
+        elif ref not in builtin_model_names() and not Path(ref).expanduser().is_file():
+            raise FileNotFoundError(f"model {ref!r}: no such file on the worker and not a built-in model "
+                                    f"(built-ins: {', '.join(builtin_model_names()) or 'none'})")
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
@@ -52,13 +65,14 @@ class LocalBackend(ComputeBackend):
             self._run([sys.executable, *args], operator, task)
             result = json.loads(result_path.read_text())
             if result["frames"] != task.frames:
-                raise RuntimeError(f"{task.where}: scorer returned {result['frames']} frames, expected {task.frames}")
+                raise RuntimeError(f"scorer returned {result['frames']} frames, expected {task.frames}")
             store.upload(out_dir / "frames.tar", task.output_dir + "frames.tar")
             store.upload(result_path, task.output_dir + "result.json")
         return result
 
     def _run(self, cmd: list[str], operator: Any, task: ChunkTask) -> None:
-        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(SCORING_ROOT), os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [str(SCORING_ROOT), os.environ.get("PYTHONPATH")]))
+        env = os.environ | {"PYTHONPATH": path}
         operator.log.info("%s: running %s", task.chunk_label, " ".join(cmd))
         tail: collections.deque[str] = collections.deque(maxlen=20)
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -67,8 +81,10 @@ class LocalBackend(ComputeBackend):
             tail.append(line.rstrip())
             operator.log.info("%s | %s", task.chunk_label, line.rstrip())
         rc = self._proc.wait()
+        if rc == EXIT_BAD_INPUT:
+            raise ScorerRejected(f"scorer refused its input: {' / '.join(tail)[-800:]}")
         if rc != 0:
-            raise RuntimeError(f"{task.where}: scorer exited with code {rc}: {' / '.join(tail)[-800:]}")
+            raise RuntimeError(f"scorer exited with code {rc}: {' / '.join(tail)[-800:]}")
 
     def cancel(self, operator: Any, task: ChunkTask) -> None:
         if self._proc and self._proc.poll() is None:

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+from scoring.checkpoint import load_model
+from scoring.engine import stylize_stream
+from scoring.frames import TarFrameWriter, decode_image, encode_png, read_tar, tar_names
+from scoring.transformer_net import TransformerNet, stylize_batch
+
+
+def frames(n, h=30, w=42, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def write_tar(path, imgs):
+    w = TarFrameWriter(path)
+    for i, img in enumerate(imgs):
+        w.write(f"{i:08d}.png", encode_png(img))
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize(("h", "w"), [(32, 32), (30, 42), (17, 9)])
+def test_any_frame_size_comes_back_the_same_size(h, w):
+    net = TransformerNet(width=4, blocks=1).eval()
+    out = stylize_batch(net, torch.from_numpy(np.stack(frames(2, h, w))))
+    assert out.shape == (2, h, w, 3) and out.dtype == torch.uint8
+
+
+def test_engine_matches_a_plain_per_frame_loop(tiny_model):
+    model, _ = load_model(tiny_model)
+    imgs = frames(11, 32, 44)  # sides divisible by 4: where the plain network is defined unpadded
+    got = {}
+    stats = stylize_stream(model, [(f"{i}.png", encode_png(f)) for i, f in enumerate(imgs)],
+                           lambda n, d: got.__setitem__(n, decode_image(d)), device=torch.device("cpu"), batch_size=4)
+    assert stats.frames == 11 and stats.names == [f"{i}.png" for i in range(11)]
+    with torch.inference_mode():
+        for i, img in enumerate(imgs):
+            ref = model(torch.from_numpy(img).permute(2, 0, 1)[None].float())[0]
+            ref = ref.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+            assert np.abs(got[f"{i}.png"].astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_engine_failure_in_decoding_surfaces_instead_of_hanging(tiny_model):
+    model, _ = load_model(tiny_model)
+    bad = [("0.png", encode_png(frames(1)[0])), ("1.png", b"not a png")]
+    with pytest.raises(Exception, match="cannot identify image"):
+        stylize_stream(model, bad, lambda n, d: None, device=torch.device("cpu"), batch_size=1)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "scoring", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_stylizes_a_chunk_tar_keeping_names_and_order(tmp_path, tiny_model):
+    src = write_tar(tmp_path / "in" / "frames.tar", frames(9))
+    out = tmp_path / "out"
+    r = run_cli("stylize", "--model", tiny_model, "--input", src.parent, "--output", out,
+                "--batch-size", 4, "--result", out / "result.json")
+    assert r.returncode == 0, r.stderr
+    assert tar_names(out / "frames.tar") == tar_names(src) == [f"{i:08d}.png" for i in range(9)]
+    result = json.loads((out / "result.json").read_text())
+    assert result["frames"] == 9 and result["fps"] > 0
+    assert json.loads(r.stdout.strip().splitlines()[-1].removeprefix("RESULT "))["frames"] == 9
+    first = decode_image(next(read_tar(out / "frames.tar"))[1])
+    assert first.shape == (30, 42, 3)
+
+
+def test_cli_stylizes_a_folder_of_loose_images(tmp_path, tiny_model):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i, img in enumerate(frames(3)):
+        (src / f"f{i}.png").write_bytes(encode_png(img))
+    r = run_cli("stylize", "--model", tiny_model, "--input", src, "--output", tmp_path / "styled")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == ["f0.png", "f1.png", "f2.png"]
+
+
+def test_cli_names_a_bad_model_clearly(tmp_path):
+    src = write_tar(tmp_path / "frames.tar", frames(1))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    r = run_cli("stylize", "--model", bad, "--input", src, "--output", tmp_path / "o.tar")
+    assert r.returncode == 2 and "bad.pth: not a loadable PyTorch weights file" in r.stderr
