@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from scoring.frames import IMAGE_SUFFIXES
 from scoring.transformer_net import TransformerNet
 
 # Deep navy, crimson, orange, pale yellow: dark to light.
@@ -59,24 +60,29 @@ def pop_art(rgb: np.ndarray) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
-def training_images(folder: Path | None = None) -> dict[str, np.ndarray]:
-    """Photos shipped inside the scikit-image wheel (no download), held-out image excluded."""
+SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg", "camera.png",
+                  "coins.png", "grass.png", "gravel.png", "brick.png", "motorcycle_left.png", "color.png",
+                  "clock_motion.png", "retina.jpg", "moon.png", "page.png")
+
+
+def training_images(folder: Path | None = None, min_side: int = 160) -> dict[str, np.ndarray]:
+    """Every photo in ``folder``; by default the photos inside the scikit-image wheel (no
+    download), the held-out image excluded."""
     if folder is None:
         import skimage
 
-        folder = Path(skimage.__file__).parent / "data"
-    names = ["astronaut.png", "coffee.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg", "camera.png",
-             "coins.png", "grass.png", "gravel.png", "brick.png", "motorcycle_left.png", "color.png",
-             "clock_motion.png", "retina.jpg", "moon.png", "page.png"]
+        base = Path(skimage.__file__).parent / "data"
+        paths = [base / n for n in SKIMAGE_PHOTOS]
+    else:
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name != HELD_OUT)
     images = {}
-    for name in names:
-        path = folder / name
+    for path in paths:
         if path.is_file():
             img = np.asarray(Image.open(path).convert("RGB"))
-            if min(img.shape[:2]) >= 160:
-                images[name] = img
+            if min(img.shape[:2]) >= min_side:
+                images[path.name] = img
     if not images:
-        raise FileNotFoundError(f"no training images found in {folder}")
+        raise FileNotFoundError(f"no training photos of at least {min_side} px found in {folder or 'scikit-image'}")
     return images
 
 
@@ -95,7 +101,7 @@ def random_crops(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, batch: i
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    images = training_images(Path(args.images) if args.images else None)
+    images = training_images(Path(args.images) if args.images else None, args.crop)
     # Targets are computed on whole images once: the filter standardises per image.
     pairs = [(img, pop_art(img)) for img in images.values()]
     model = TransformerNet(width=args.width, blocks=args.blocks)

@@ -25,8 +25,12 @@ stamp=$(cat requirements.txt scoring/requirements.txt requirements-dev.txt | sha
 if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
   say "creating the Python environment in .venv (torch is large: a few minutes the first time)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements-dev.txt
+  mkdir -p .cache
+  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -r requirements-dev.txt; } >.cache/pip.log 2>&1; then
+    tail -30 .cache/pip.log >&2
+    say "pip failed; full log in .cache/pip.log"
+    exit 1
+  fi
   echo "$stamp" > .venv/.stamp
 fi
 

@@ -34,6 +34,9 @@ def record_queued(videos: list[dict], requests: list[dict]) -> list[str]:
     settings = load_settings()
     ledger = Ledger(BlobStore(settings.wasb_conn_id, settings.container), Layout(settings))
     for video, request in zip(videos, requests, strict=True):
+        entry = ledger.get(video["video_id"]) or {}
+        if entry.get("run_id") == request["trigger_run_id"] and entry.get("status") != QUEUED:
+            continue  # the run got there first (running or finished): keep its status
         ledger.mark(Video.from_dict(video), QUEUED, run_id=request["trigger_run_id"])
     return [r["trigger_run_id"] for r in requests]
 

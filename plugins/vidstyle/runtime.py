@@ -48,5 +48,5 @@ def on_task_failure(context: Any) -> None:
     error = str(context.get("exception") or "unknown error")
     log.error("FAILED %s of run %s: %s", where, context["run_id"], error)
     with contextlib.suppress(Exception):  # the callback must never mask the original failure
-        run = video_run(context)
-        steps.record_failure(run, context["run_id"], where, error)
+        pinned = ti.xcom_pull(task_ids="start")  # the content version this run works on, if known
+        steps.record_failure(video_run(context, pinned), context["run_id"], where, error)

@@ -77,10 +77,14 @@ class LocalBackend(ComputeBackend):
         tail: collections.deque[str] = collections.deque(maxlen=20)
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       env=env, cwd=SCORING_ROOT)
-        for line in self._proc.stdout:
-            tail.append(line.rstrip())
-            operator.log.info("%s | %s", task.chunk_label, line.rstrip())
-        rc = self._proc.wait()
+        try:
+            for line in self._proc.stdout:
+                tail.append(line.rstrip())
+                operator.log.info("%s | %s", task.chunk_label, line.rstrip())
+            rc = self._proc.wait()
+        finally:
+            # A timeout or kill of the task must not leave the scorer running on its own.
+            self.cancel(operator, task)
         if rc == EXIT_BAD_INPUT:
             raise ScorerRejected(f"scorer refused its input: {' / '.join(tail)[-800:]}")
         if rc != 0:
