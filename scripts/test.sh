@@ -5,6 +5,7 @@ set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 # Tests get a throw-away Airflow home and database: their runs never show up in the demo or UI.
 export AIRFLOW_HOME="$(cd "$here/.." && pwd)/.cache/airflow-test"
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 rm -rf "$AIRFLOW_HOME"
 "$here/bootstrap.sh"
 "$here/azurite.sh" start

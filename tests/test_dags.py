@@ -26,6 +26,12 @@ def serialized_dags():
     subprocess.run(["airflow", "dags", "reserialize"], check=True, capture_output=True, timeout=300)
 
 
+def audio_stream(path) -> dict:
+    import ffmpeg
+
+    return next(s for s in ffmpeg.probe(str(path))["streams"] if s["codec_type"] == "audio")
+
+
 def stylize_runs(video_ids: set[str]) -> dict[str, dict]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
@@ -118,7 +124,7 @@ def test_the_api_accepts_a_good_form(api):
 @pytest.mark.timeout(300)
 def test_watcher_starts_exactly_one_run_per_uploaded_video(store, tmp_path):
     f = tmp_path / "clip.mp4"
-    for i in range(6):
+    for i in range(20):
         f.write_bytes(f"clip {i}".encode())
         store.upload(f, f"incoming/batch/clip{i}.mp4")
     store.upload(f, "incoming/batch/readme.txt")
@@ -126,7 +132,7 @@ def test_watcher_starts_exactly_one_run_per_uploaded_video(store, tmp_path):
     videos = {v.blob: v for v in store.videos("incoming/", load_settings().suffixes)}
     ids = {v.video_id for v in videos.values()}
     runs = stylize_runs(ids)
-    assert len(runs) == 6
+    assert len(runs) == 20
     assert sorted(c["video_blob"] for c in runs.values()) == sorted(videos)
     ledger = Ledger(store, Layout(load_settings()))
     assert {ledger.get(i)["status"] for i in ids} == {QUEUED}
@@ -141,7 +147,7 @@ def test_watcher_starts_exactly_one_run_per_uploaded_video(store, tmp_path):
     assert str(load_dag("video_arrivals").test().state) == "success"
     edited = store.video("incoming/batch/clip1.mp4")
     runs = stylize_runs(ids | {edited.video_id})
-    assert len(runs) == 7
+    assert len(runs) == 21
     assert edited.run_id in runs
     assert ledger.get(videos["incoming/batch/clip2.mp4"].video_id)["status"] == QUEUED
 
@@ -193,6 +199,9 @@ def test_end_to_end_video_with_audio(store, tmp_path):
     assert result["frames"] == source.frames == 30
     assert abs(result["duration"] - source.duration) <= 1 / source.fps
     assert result["has_audio"] and result["frame_rate"] == "30000/1001"
+    src_audio, out_audio = audio_stream(src), audio_stream(out)
+    assert abs(float(out_audio["start_time"]) - float(src_audio["start_time"])) < 0.005  # in sync
+    assert abs(float(out_audio["duration"]) - float(src_audio["duration"])) < 0.03  # none cut off
 
     manifest = store.read_json(outputs["manifest"])
     assert manifest["frames"] == 30 and len(manifest["chunks"]) == 4

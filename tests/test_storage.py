@@ -68,3 +68,17 @@ def test_backlog_picks_the_window_and_skips_what_is_done(store, tmp_path):
     everything = {v.blob: rerun for v, rerun in backlog(videos.values(), ledger, *window, reprocess=True)}
     assert everything == {"incoming/new.mp4": True, "incoming/done.mp4": True, "incoming/failed.mp4": True}
     assert backlog(videos.values(), ledger, now - timedelta(days=2), now - timedelta(days=1)) == []
+
+
+def test_a_pinned_download_refuses_changed_content(store, tmp_path):
+    from vidstyle.blobs import BlobChanged
+
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"first cut")
+    store.upload(f, "incoming/v.mp4")
+    pinned = store.video("incoming/v.mp4")
+    assert store.download("incoming/v.mp4", tmp_path / "a", etag=pinned.etag).read_bytes() == b"first cut"
+    f.write_bytes(b"second cut")
+    store.upload(f, "incoming/v.mp4")
+    with pytest.raises(BlobChanged, match="changed since this run started"):
+        store.download("incoming/v.mp4", tmp_path / "b", etag=pinned.etag)

@@ -6,10 +6,15 @@ import json
 from pathlib import Path
 
 from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobProperties
 
 from vidstyle.layout import Video
+
+
+class BlobChanged(RuntimeError):
+    """The blob is no longer the version a run pinned."""
 
 
 def blob_version(props: BlobProperties) -> str:
@@ -19,7 +24,7 @@ def blob_version(props: BlobProperties) -> str:
 
 def to_video(container: str, props: BlobProperties) -> Video:
     modified = props.last_modified.isoformat() if props.last_modified else ""
-    return Video(container, props.name, blob_version(props), modified, int(props.size or 0))
+    return Video(container, props.name, blob_version(props), modified, int(props.size or 0), str(props.etag))
 
 
 class BlobStore:
@@ -63,13 +68,17 @@ class BlobStore:
     def upload(self, path: Path, blob: str) -> None:
         self.hook.load_file(str(path), self.container, blob, overwrite=True)
 
-    def download(self, blob: str, path: Path) -> Path:
-        """Streams to disk (no whole-file buffer in memory)."""
+    def download(self, blob: str, path: Path, etag: str = "") -> Path:
+        """Streams to disk (no whole-file buffer in memory); with ``etag``, only those exact bytes."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        pin = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            stream = self.hook.download(self.container, blob)
+            stream = self.hook.download(self.container, blob, **pin)
         except ResourceNotFoundError:
             raise FileNotFoundError(f"wasb://{self.container}/{blob} does not exist") from None
+        except ResourceModifiedError:
+            raise BlobChanged(f"wasb://{self.container}/{blob} changed since this run started; "
+                              "the new content is a new video with a run of its own") from None
         with open(path, "wb") as f:
             stream.readinto(f)
         return path

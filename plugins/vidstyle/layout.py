@@ -35,6 +35,7 @@ class Video:
     version: str  # Content-MD5 when the store has one, else the ETag
     last_modified: str = ""
     size: int = 0
+    etag: str = ""  # pins downloads to these exact bytes (not part of the identity)
 
     @property
     def video_id(self) -> str:
@@ -51,7 +52,8 @@ class Video:
 
     @classmethod
     def from_dict(cls, data: dict) -> Video:
-        return cls(**{k: data[k] for k in ("container", "blob", "version", "last_modified", "size") if k in data})
+        return cls(**{k: data[k] for k in ("container", "blob", "version", "last_modified", "size", "etag")
+                      if k in data})
 
 
 @dataclass(frozen=True)

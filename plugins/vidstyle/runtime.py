@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from vidstyle import steps
 from vidstyle.backends.base import ScorerRejected
+from vidstyle.blobs import BlobChanged
 from vidstyle.config import load_settings
 from vidstyle.layout import Video
 from vidstyle.params import job_params
@@ -31,7 +32,7 @@ def failing_well(what: str, blob: str) -> Iterator[None]:
         yield
     except AirflowException:
         raise
-    except (steps.BadInput, ScorerRejected) as exc:
+    except (steps.BadInput, ScorerRejected, BlobChanged) as exc:
         raise AirflowFailException(f"video {blob}: {what}: bad input: {exc}") from exc
     except Exception as exc:
         raise RuntimeError(f"video {blob}: {what}: {type(exc).__name__}: {exc}") from exc

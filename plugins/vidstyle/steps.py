@@ -67,7 +67,7 @@ class VideoRun:
 
     def source(self, folder: Path) -> Path:
         suffix = Path(self.video.blob).suffix or ".video"
-        return self.store.download(self.video.blob, folder / f"source{suffix}")
+        return self.store.download(self.video.blob, folder / f"source{suffix}", etag=self.video.etag)
 
 
 def start(run: VideoRun, run_id: str) -> dict:
