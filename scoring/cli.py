@@ -89,6 +89,28 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Before and after, side by side: how a model looks on a photo of your own."""
+    import numpy as np
+    from PIL import Image
+
+    from scoring.transformer_net import stylize_batch
+
+    try:
+        model, _ = load_model(args.model)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with Image.open(args.image) as img:
+        photo = np.asarray(img.convert("RGB"))
+    with torch.inference_mode():
+        styled = stylize_batch(model, torch.from_numpy(photo)[None])[0].numpy()
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([photo, styled], axis=1)).save(args.output)
+    print(args.output)
+    return 0
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     for name, path in builtin_models().items():
         print(f"{name}\t{path}")
@@ -108,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--result", help="also write the summary as JSON to this file")
     st.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")
     st.set_defaults(func=cmd_stylize)
+    pv = sub.add_parser("preview", help="before/after image of one photo")
+    pv.add_argument("--model", required=True)
+    pv.add_argument("--image", required=True)
+    pv.add_argument("--output", required=True)
+    pv.set_defaults(func=cmd_preview)
     sub.add_parser("models", help="list built-in models").set_defaults(func=cmd_models)
     return parser
 

@@ -32,6 +32,14 @@ def azurite() -> None:
         pytest.exit("Azurite is not listening on 127.0.0.1:10000: start it with ./scripts/azurite.sh", returncode=2)
 
 
+@pytest.fixture(scope="session")
+def serialized_dags() -> None:
+    """The DAGs in the (test) metadata DB, as the DAG processor would put them there."""
+    import subprocess
+
+    subprocess.run(["airflow", "dags", "reserialize"], check=True, capture_output=True, timeout=300)
+
+
 @pytest.fixture
 def container(monkeypatch) -> str:
     """A fresh container per test, made the installation's container through Airflow config."""

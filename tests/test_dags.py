@@ -5,7 +5,6 @@ every test here has a hard pytest timeout."""
 from __future__ import annotations
 
 import itertools
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pendulum
@@ -20,10 +19,7 @@ from vidstyle.localrun import load_dag
 DAG_IDS = {"video_stylize", "video_arrivals", "video_backlog"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def serialized_dags():
-    """The DAGs in the metadata DB, as the DAG processor would put them there."""
-    subprocess.run(["airflow", "dags", "reserialize"], check=True, capture_output=True, timeout=300)
+pytestmark = pytest.mark.usefixtures("serialized_dags")
 
 
 def audio_stream(path) -> dict:

@@ -89,3 +89,15 @@ def test_cli_names_a_bad_model_clearly(tmp_path):
     bad.write_bytes(b"garbage")
     r = run_cli("stylize", "--model", bad, "--input", src, "--output", tmp_path / "o.tar")
     assert r.returncode == 2 and "bad.pth: not a loadable PyTorch weights file" in r.stderr
+
+
+def test_cli_preview_puts_before_and_after_side_by_side(tmp_path, tiny_model):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(frames(1, 20, 30)[0]).save(photo)
+    r = run_cli("preview", "--model", tiny_model, "--image", photo, "--output", tmp_path / "pv.png")
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "pv.png") as pv:
+        assert pv.size == (60, 20)
+        assert np.array_equal(np.asarray(pv)[:, :30], np.asarray(Image.open(photo)))
