@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from scoring.checkpoint import ModelLoadError, builtin_models, load_model
-from scoring.engine import RunStats, pick_device, stylize_stream
+from scoring.engine import RunStats, Scorer, auto_batch_size, pick_device, stylize_stream
 from scoring.frames import FolderFrameWriter, TarFrameWriter, read_folder, read_tar, tar_names
 
 
@@ -57,7 +57,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"model {info.path.name} (width {info.width}, blocks {info.blocks}) on {device}", flush=True)
+    try:
+        scorer = Scorer(model, device, args.precision, compile=args.compile)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {info.path.name} (width {info.width}, blocks {info.blocks}) on {device}, "
+          f"{scorer.precision}{', compiled' if scorer.compiled else ''}", flush=True)
     total, outputs = RunStats(), {}
     for kind, src, dst in _jobs(Path(args.input), Path(args.output)):
         if kind == "tar":
@@ -65,8 +71,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         else:
             count = sum(1 for _ in read_folder(src))
             frames, writer = read_folder(src), FolderFrameWriter(dst)
+        batch = args.batch_size or auto_batch_size(device, *frames_shape(kind, src), info.width)
         stats = stylize_stream(
-            model, frames, writer.write, device=device, batch_size=args.batch_size, total=count,
+            scorer, frames, writer.write, batch_size=batch, total=count,
             progress=_progress_printer(src.name, args.log_every),
         )
         writer.close()
@@ -87,6 +94,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         Path(args.result).write_text(json.dumps(result | {"outputs": outputs}, indent=2))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
+
+
+def frames_shape(kind: str, src: Path) -> tuple[int, int]:
+    """Height and width of the first frame (for sizing batches)."""
+    from scoring.frames import decode_image
+
+    _, data = next(iter(read_tar(src) if kind == "tar" else read_folder(src)))
+    h, w, _ = decode_image(data).shape
+    return h, w
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -124,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--model", required=True, help="built-in model name or checkpoint path")
     st.add_argument("--input", required=True, help="frame tar, or folder of tars and/or images")
     st.add_argument("--output", required=True, help="output tar or folder")
-    st.add_argument("--batch-size", type=int, default=4)
+    st.add_argument("--batch-size", type=int, default=0, help="frames per forward pass (0: automatic)")
+    st.add_argument("--precision", default="auto", help="auto (GPU fp16, CPU fp32), fp32, bf16, fp16")
+    st.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     st.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     st.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     st.add_argument("--result", help="also write the summary as JSON to this file")

@@ -40,6 +40,68 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_precision(requested: str, device: torch.device) -> str:
+    """auto: fp16 on a GPU; fp32 on a CPU (bf16 there is opt-in: the benchmark reports its error)."""
+    if requested == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of auto, {', '.join(PRECISIONS)}; got {requested!r}")
+    if requested == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 is for GPUs; on a CPU use bf16 or fp32")
+    return requested
+
+
+def auto_batch_size(device: torch.device, height: int, width: int, model_width: int = 32) -> int:
+    """CPU: 1 (measured fastest here: bigger batches only add cache pressure). GPU: as many
+    frames as fit in ~40% of free memory, by the activations' rough size per pixel."""
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    per_frame = height * width * model_width * 24  # bytes: a few live activations in fp16
+    return max(1, min(32, int(free * 0.4 // per_frame)))
+
+
+class Scorer:
+    """The model on its device: channels-last, inference mode, optional reduced precision
+    (autocast) and ``torch.compile``; on a GPU, pinned host memory and async copies."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                 compile: bool = False) -> None:
+        self.device, self.precision = device, pick_precision(precision, device)
+        self.eager = model.to(device, memory_format=torch.channels_last).eval()
+        self.model = self.eager
+        self.compiled = False
+        if compile:
+            try:
+                self.model, self.compiled = torch.compile(self.eager, dynamic=False), True
+            except Exception as exc:  # compile support varies by platform
+                print(f"torch.compile unavailable ({type(exc).__name__}: {exc}); running eager", flush=True)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 NHWC in, uint8 NHWC out."""
+        x = torch.from_numpy(frames)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        try:
+            y = self._forward(x)
+        except Exception as exc:
+            if not self.compiled:
+                raise
+            # Compilation fails lazily, on the first call: fall back to eager for good.
+            print(f"torch.compile failed ({type(exc).__name__}: {exc}); running eager", flush=True)
+            self.model, self.compiled = self.eager, False
+            y = self._forward(x)
+        return y.cpu().numpy()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return stylize_batch(self.model, x)
+
+
 class _Worker(threading.Thread):
     """A thread whose exception is re-raised in the caller rather than lost."""
 
@@ -68,12 +130,11 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
 
 
 def stylize_stream(
-    model: torch.nn.Module,
+    scorer: Scorer,
     frames: Iterable[tuple[str, bytes]],
     write: Callable[[str, bytes], None],
     *,
-    device: torch.device,
-    batch_size: int = 4,
+    batch_size: int = 1,
     total: int | None = None,
     progress: Callable[[RunStats, int | None], None] | None = None,
     decode_threads: int = 2,
@@ -117,7 +178,7 @@ def stylize_stream(
             end = item is _DONE
             # A size change flushes the batch: frames of one batch must share a shape.
             if batch and (end or len(batch) == batch_size or item[1].shape != batch[0][1].shape):
-                _run_batch(model, batch, device, stats, encoded, stop)
+                _run_batch(scorer, batch, stats, encoded, stop)
                 batch = []
                 if progress:
                     progress(_snapshot(stats, start), total)
@@ -146,11 +207,9 @@ def _get(q: queue.Queue, *workers: _Worker) -> object:
             continue
 
 
-def _run_batch(model, batch, device, stats: RunStats, encoded: queue.Queue, stop: threading.Event) -> None:
+def _run_batch(scorer: Scorer, batch, stats: RunStats, encoded: queue.Queue, stop: threading.Event) -> None:
     t0 = time.perf_counter()
-    x = torch.from_numpy(np.stack([f for _, f in batch])).to(device)
-    with torch.inference_mode():
-        y = stylize_batch(model, x).cpu().numpy()
+    y = scorer(np.stack([f for _, f in batch]))
     stats.model_seconds += time.perf_counter() - t0
     stats.frames += len(batch)
     _put(encoded, [(name, y[i]) for i, (name, _) in enumerate(batch)], stop)

@@ -86,13 +86,19 @@ def training_images(folder: Path | None = None, min_side: int = 160) -> dict[str
     return images
 
 
+MIN_CROP_STD = 8.0  # flatter crops (black sky, blank paper) make instance norm divide by ~sqrt(eps)
+
+
 def random_crops(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, batch: int, rng: np.random.Generator):
     xs, ys = [], []
-    for _ in range(batch):
+    while len(xs) < batch:
         src, dst = pairs[rng.integers(len(pairs))]
         h, w = src.shape[:2]
         top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        xs.append(src[top:top + size, left:left + size])
+        crop = src[top:top + size, left:left + size]
+        if crop.std() < MIN_CROP_STD:
+            continue
+        xs.append(crop)
         ys.append(dst[top:top + size, left:left + size])
     to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float()  # noqa: E731
     return to_t(xs), to_t(ys)
@@ -113,7 +119,12 @@ def train(args: argparse.Namespace) -> dict:
         loss = torch.nn.functional.l1_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        # Clipped, and a non-finite step is skipped: one bad batch must not ruin the run.
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        if torch.isfinite(loss) and torch.isfinite(norm):
+            opt.step()
+        else:
+            print(f"iter {it}: non-finite loss or gradient, step skipped", flush=True)
         sched.step()
         losses.append(loss.item())
         if it % args.log_every == 0 or it == args.iterations:
@@ -149,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--clip", type=float, default=20.0, help="gradient norm clip (typical norms: 5-15)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     return p

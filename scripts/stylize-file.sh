@@ -12,7 +12,7 @@ log="$ROOT/out/last-run.log"
 mkdir -p "$ROOT/out"
 echo "[run] running the video_stylize DAG (full Airflow log: $log)" >&2
 set +e
-python -m vidstyle.localrun "$@" --out "${OUT_DIR:-$ROOT/out}" >"$log" 2>&1
+python -m vidstyle.localrun "$@" >"$log" 2>&1
 rc=$?
 set -e
 grep -E "uploaded|frames/s|^error" "$log" | sed 's/^/[run] /' >&2 || true

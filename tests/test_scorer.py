@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT
 
 from scoring.checkpoint import load_model
-from scoring.engine import stylize_stream
+from scoring.engine import Scorer, stylize_stream
 from scoring.frames import TarFrameWriter, decode_image, encode_png, read_tar, tar_names
 from scoring.transformer_net import TransformerNet, stylize_batch
 
@@ -37,8 +37,9 @@ def test_engine_matches_a_plain_per_frame_loop(tiny_model):
     model, _ = load_model(tiny_model)
     imgs = frames(11, 32, 44)  # sides divisible by 4: where the plain network is defined unpadded
     got = {}
-    stats = stylize_stream(model, [(f"{i}.png", encode_png(f)) for i, f in enumerate(imgs)],
-                           lambda n, d: got.__setitem__(n, decode_image(d)), device=torch.device("cpu"), batch_size=4)
+    encoded = [(f"{i}.png", encode_png(f)) for i, f in enumerate(imgs)]
+    stats = stylize_stream(Scorer(model, torch.device("cpu")), encoded,
+                           lambda n, d: got.__setitem__(n, decode_image(d)), batch_size=4)
     assert stats.frames == 11 and stats.names == [f"{i}.png" for i in range(11)]
     with torch.inference_mode():
         for i, img in enumerate(imgs):
@@ -51,7 +52,7 @@ def test_engine_failure_in_decoding_surfaces_instead_of_hanging(tiny_model):
     model, _ = load_model(tiny_model)
     bad = [("0.png", encode_png(frames(1)[0])), ("1.png", b"not a png")]
     with pytest.raises(Exception, match="cannot identify image"):
-        stylize_stream(model, bad, lambda n, d: None, device=torch.device("cpu"), batch_size=1)
+        stylize_stream(Scorer(model, torch.device("cpu")), bad, lambda n, d: None, batch_size=1)
 
 
 def run_cli(*args):
@@ -101,3 +102,22 @@ def test_cli_preview_puts_before_and_after_side_by_side(tmp_path, tiny_model):
     with Image.open(tmp_path / "pv.png") as pv:
         assert pv.size == (60, 20)
         assert np.array_equal(np.asarray(pv)[:, :30], np.asarray(Image.open(photo)))
+
+
+def test_bf16_on_cpu_stays_close_to_fp32(tiny_model):
+    model, _ = load_model(tiny_model)
+    batch = np.stack(frames(2, 32, 44))
+    fp32 = Scorer(model, torch.device("cpu"), "fp32")(batch).astype(int)
+    bf16 = Scorer(model, torch.device("cpu"), "bf16")(batch).astype(int)
+    assert np.abs(fp32 - bf16).mean() < 4
+
+
+def test_precision_choices_are_checked():
+    from scoring.engine import pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("auto", cpu) == "fp32"
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        pick_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pick_precision("int4", cpu)

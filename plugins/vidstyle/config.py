@@ -30,7 +30,7 @@ class Settings:
     scoring_pool: str = "scoring"
     sensor_poke_seconds: int = 30
     max_frames: int = 500_000
-    local_batch_size: int = 4
+    local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
 
     @property
     def suffixes(self) -> tuple[str, ...]:

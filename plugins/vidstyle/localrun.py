@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def run_file(video: Path, out_dir: Path, **params) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("video", type=Path)
-    p.add_argument("--out", type=Path, default=Path("out"))
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("ROOT", ".")) / "out",
+                   help="where the result, manifest and preview are downloaded (default: out/)")
     p.add_argument("--style")
     p.add_argument("--chunk-frames", type=int)
     p.add_argument("--output-height", type=int)
