@@ -82,3 +82,29 @@ def test_a_pinned_download_refuses_changed_content(store, tmp_path):
     store.upload(f, "incoming/v.mp4")
     with pytest.raises(BlobChanged, match="changed since this run started"):
         store.download("incoming/v.mp4", tmp_path / "b", etag=pinned.etag)
+
+
+def test_models_by_blob_path_are_checked_and_fetched_with_their_sidecar(store, tmp_path, tiny_model):
+    from vidstyle.backends.local import LocalBackend, fetch_model
+
+    conn = load_settings().wasb_conn_id
+    tiny_model.with_suffix(".json").write_text('{"architecture": {"width": 4, "blocks": 1}}')
+    store.upload(tiny_model, "models/tiny.pth")
+    store.upload(tiny_model.with_suffix(".json"), "models/tiny.json")
+    ref = f"wasb://{store.container}/models/tiny.pth"
+    LocalBackend().check_model(ref, conn)  # exists: no error
+    with pytest.raises(FileNotFoundError, match="models/missing.pth does not exist"):
+        LocalBackend().check_model(f"wasb://{store.container}/models/missing.pth", conn)
+    local = fetch_model(ref, conn, tmp_path / "fetched")
+    assert open(local, "rb").read() == tiny_model.read_bytes()
+    assert (tmp_path / "fetched" / "tiny.json").is_file()
+    assert fetch_model("pop-art", conn, tmp_path) == "pop-art"  # names pass through
+
+
+def test_builtin_and_local_models_are_checked_before_any_work(tiny_model):
+    from vidstyle.backends.local import LocalBackend
+
+    LocalBackend().check_model("pop-art", "unused")
+    LocalBackend().check_model(str(tiny_model), "unused")
+    with pytest.raises(FileNotFoundError, match="not a built-in model"):
+        LocalBackend().check_model("monet", "unused")
