@@ -118,7 +118,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with Image.open(args.image) as img:
-        photo = np.asarray(img.convert("RGB"))
+        photo = np.array(img.convert("RGB"))
     with torch.inference_mode():
         styled = stylize_batch(model, torch.from_numpy(photo)[None])[0].numpy()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -85,14 +85,15 @@ class TransformerNet(nn.Module):
         return self.deconv3(y)
 
 
-def stylize_batch(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+def stylize_batch(model: nn.Module, frames: torch.Tensor,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Run ``model`` on uint8 NHWC frames of any size; returns uint8 NHWC of the same size.
 
     The network halves the resolution twice, so sides are reflect-padded to a multiple of 4
     and the output cropped back: every input pixel has an output pixel.
     """
     _, h, w, _ = frames.shape
-    x = frames.permute(0, 3, 1, 2).float()
+    x = frames.permute(0, 3, 1, 2).float().contiguous(memory_format=memory_format)
     pad_h, pad_w = (-h) % 4, (-w) % 4
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")

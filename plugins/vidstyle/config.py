@@ -31,6 +31,8 @@ class Settings:
     sensor_poke_seconds: int = 30
     max_frames: int = 500_000
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
+    local_precision: str = "auto"  # auto: fp16 on a GPU, fp32 on a CPU
+    local_compile: bool = False  # torch.compile: pays off on long chunks (compiling takes ~10 s)
 
     @property
     def suffixes(self) -> tuple[str, ...]:

@@ -140,6 +140,7 @@ def chunk_tasks(run: VideoRun, chunks: list[dict]) -> list[dict]:
             input_dir=run.layout.chunk_dir(run.vid, c.index, "in"),
             output_dir=run.layout.chunk_dir(run.vid, c.index, "out"),
             model=run.params.style, batch_size=run.settings.local_batch_size,
+            precision=run.settings.local_precision, compile=run.settings.local_compile,
         )
         items.append(task.to_dict() | {"backend": run.params.backend})
     return items

@@ -22,6 +22,8 @@ class ChunkTask:
     output_dir: str  # blob folder to receive frames.tar and result.json
     model: str  # built-in name, local checkpoint path, or wasb://container/path
     batch_size: int
+    precision: str = "auto"
+    compile: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,8 +59,10 @@ class ComputeBackend(ABC):
 EXIT_BAD_INPUT = 2
 
 
-def scorer_args(model: str, input_dir: str, output_dir: str, batch_size: int, result: str,
+def scorer_args(task: ChunkTask, model: str, input_dir: str, output_dir: str, result: str,
                 device: str = "auto") -> list[str]:
     """The scoring command line, after the interpreter: identical for every backend."""
-    return ["-m", "scoring", "stylize", "--model", model, "--input", input_dir, "--output", output_dir,
-            "--batch-size", str(batch_size), "--device", device, "--result", result]
+    args = ["-m", "scoring", "stylize", "--model", model, "--input", input_dir, "--output", output_dir,
+            "--batch-size", str(task.batch_size), "--precision", task.precision, "--device", device,
+            "--result", result]
+    return [*args, "--compile"] if task.compile else args

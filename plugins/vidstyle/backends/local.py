@@ -61,7 +61,7 @@ class LocalBackend(ComputeBackend):
             store.download(task.input_dir + "frames.tar", in_dir / "frames.tar")
             model = fetch_model(task.model, task.conn_id, tmp_path / "model")
             result_path = out_dir / "result.json"
-            args = scorer_args(model, str(in_dir), str(out_dir), task.batch_size, str(result_path))
+            args = scorer_args(task, model, str(in_dir), str(out_dir), str(result_path))
             self._run([sys.executable, *args], operator, task)
             result = json.loads(result_path.read_text())
             if result["frames"] != task.frames:
