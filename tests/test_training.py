@@ -86,7 +86,7 @@ def test_the_builtin_model_visibly_stylizes_a_held_out_photo():
 
     import skimage
 
-    photo = np.asarray(Image.open(Path(skimage.__file__).parent / "data" / train_filter.HELD_OUT).convert("RGB"))
+    photo = np.array(Image.open(Path(skimage.__file__).parent / "data" / train_filter.HELD_OUT).convert("RGB"))
     model, info = load_model("pop-art")
     assert train_filter.HELD_OUT not in info.sidecar["training"]["images"]
     with torch.inference_mode():
