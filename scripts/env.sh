@@ -18,4 +18,6 @@ export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 # Azurite, the local Blob Storage emulator, on its standard port 10000:
 # "UseDevelopmentStorage=true" is the Azure SDK's own shorthand for it, so no key appears
 # anywhere. A real deployment defines this connection with a managed identity or SAS instead.
-export AIRFLOW_CONN_WASB_DEFAULT="${AIRFLOW_CONN_WASB_DEFAULT:-{\"conn_type\": \"wasb\", \"extra\": {\"connection_string\": \"UseDevelopmentStorage=true\"}}}"
+# (The JSON sits in its own variable: braces inside ${VAR:-...} would end the expansion early.)
+_azurite_conn='{"conn_type": "wasb", "extra": {"connection_string": "UseDevelopmentStorage=true"}}'
+export AIRFLOW_CONN_WASB_DEFAULT="${AIRFLOW_CONN_WASB_DEFAULT:-$_azurite_conn}"
