@@ -84,7 +84,8 @@ def run_ceiling(scorer: Scorer, frames: list[np.ndarray], batch: int, repeats: i
     return batch * repeats / (time.perf_counter() - start)
 
 
-def run_engine(scorer: Scorer, frames: list[np.ndarray], batch: int, tmp: Path) -> tuple[float, Path]:
+def run_engine(scorer: Scorer, frames: list[np.ndarray], batch: int, tmp: Path,
+               decode_threads: int = 2) -> tuple[float, Path]:
     src = TarFrameWriter(tmp / "in.tar")
     for i, f in enumerate(frames):
         src.write(f"{i:08d}.png", encode_png(f))
@@ -93,7 +94,8 @@ def run_engine(scorer: Scorer, frames: list[np.ndarray], batch: int, tmp: Path) 
     stylize_stream(scorer, list(read_tar(tmp / "in.tar"))[:batch], warm.write, batch_size=batch)
     warm.close()
     out = TarFrameWriter(tmp / "out.tar")
-    stats = stylize_stream(scorer, read_tar(tmp / "in.tar"), out.write, batch_size=batch)
+    stats = stylize_stream(scorer, read_tar(tmp / "in.tar"), out.write, batch_size=batch,
+                           decode_threads=decode_threads)
     out.close()
     return stats.fps, tmp / "out.tar"
 
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--decode-threads", type=int, default=2, help="engine's PNG decode threads")
     p.add_argument("--json", help="also write the figures to this file")
     a = p.parse_args(argv)
 
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         baseline = run_baseline(model, frames[: a.baseline_frames or None], tmp_path)
         ceiling = run_ceiling(scorer, frames, batch, repeats=max(2, a.frames // batch))
-        engine, out_tar = run_engine(scorer, frames, batch, tmp_path)
+        engine, out_tar = run_engine(scorer, frames, batch, tmp_path, a.decode_threads)
         mean_dev, max_dev = deviation(model, frames, out_tar, sample=min(8, a.frames))
     figures = {
         "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
