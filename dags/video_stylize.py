@@ -63,19 +63,19 @@ def video_stylize():
         return steps.chunk_tasks(run, chunks)
 
     @task
-    def verify_frames(video: dict, scored: list[dict]) -> list[dict]:
+    def verify_frames(video: dict) -> list[dict]:
         run = _run(video)
         with failing_well("verify_frames", run.video.blob):
             return steps.chunk_results(run)
 
     @task
-    def stitch(video: dict, results: list[dict]) -> dict:
+    def stitch(video: dict) -> dict:
         run = _run(video)
         with failing_well("stitch", run.video.blob):
             return steps.stitch(run)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def merge_audio(video: dict, info: dict, stitched: dict, audio: str | None) -> dict:
+    @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when extract_audio is skipped (no audio)
+    def merge_audio(video: dict, info: dict) -> dict:
         run = _run(video)
         with failing_well("merge_audio", run.video.blob):
             return steps.merge_audio(run, info["has_audio"])
@@ -88,7 +88,7 @@ def video_stylize():
         return {"output": manifest["outputs"]["video"], "frames": manifest["frames"]}
 
     @task
-    def cleanup(video: dict, published: dict) -> int:
+    def cleanup(video: dict) -> int:
         run = _run(video)
         with failing_well("cleanup", run.video.blob):
             return steps.cleanup(run)
@@ -105,10 +105,12 @@ def video_stylize():
         retry_exponential_backoff=True,
         map_index_template="{{ task.work['chunk_label'] }}",
     ).expand(work=chunks)
-    results = verify_frames(video, scored.output)
-    stitched = stitch(video, results)
-    final = merge_audio(video, info, stitched, audio)
-    cleanup(video, publish(video, info, final, results, stitched))
+    results = verify_frames(video)
+    stitched = stitch(video)
+    final = merge_audio(video, info)
+    published = publish(video, info, final, results, stitched)
+    scored >> results >> stitched >> final << audio
+    published >> cleanup(video)
 
 
 video_stylize()

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(a.device)
     model, info = load_model(a.model)  # fp32 on the CPU: the baseline's model
     scorer = Scorer(load_model(a.model)[0], device, a.precision, compile=a.compile)
-    batch = a.batch_size or auto_batch_size(device, height, width, info.width)
+    batch = a.batch_size or auto_batch_size(device, lambda: (height, width), info.width)
     frames = make_frames(a.frames, width, height)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -8,6 +8,7 @@ line printed is ``RESULT {json}`` so a caller can read the figures without parsi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -17,7 +18,7 @@ import torch
 
 from scoring.checkpoint import ModelLoadError, builtin_models, load_model
 from scoring.engine import RunStats, Scorer, auto_batch_size, pick_device, stylize_stream
-from scoring.frames import FolderFrameWriter, TarFrameWriter, read_folder, read_tar, tar_names
+from scoring.frames import FolderFrameWriter, TarFrameWriter, image_paths, read_folder, read_tar, tar_names
 
 
 def _jobs(src: Path, dst: Path) -> list[tuple[str, Path, Path]]:
@@ -28,7 +29,7 @@ def _jobs(src: Path, dst: Path) -> list[tuple[str, Path, Path]]:
     if not src.is_dir():
         raise FileNotFoundError(f"input {src} does not exist")
     jobs = [("tar", p, dst / p.name) for p in sorted(src.glob("*.tar"))]
-    if any(True for _ in read_folder(src)):
+    if image_paths(src):
         jobs.append(("folder", src, dst))
     if not jobs:
         raise FileNotFoundError(f"input {src} holds no frame tars or images")
@@ -69,9 +70,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if kind == "tar":
             frames, count, writer = read_tar(src), len(tar_names(src)), TarFrameWriter(dst)
         else:
-            count = sum(1 for _ in read_folder(src))
+            count = len(image_paths(src))
             frames, writer = read_folder(src), FolderFrameWriter(dst)
-        batch = args.batch_size or auto_batch_size(device, *frames_shape(kind, src), info.width)
+        batch = args.batch_size or auto_batch_size(device, functools.partial(frames_shape, kind, src), info.width)
         stats = stylize_stream(
             scorer, frames, writer.write, batch_size=batch, total=count,
             progress=_progress_printer(src.name, args.log_every),

@@ -6,6 +6,7 @@ reader thread (decode) -> bounded queue -> model in batches -> bounded queue -> 
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -54,11 +55,13 @@ def pick_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
-def auto_batch_size(device: torch.device, height: int, width: int, model_width: int = 32) -> int:
+def auto_batch_size(device: torch.device, frame_shape: Callable[[], tuple[int, int]], model_width: int = 32) -> int:
     """CPU: 1 (measured fastest here: bigger batches only add cache pressure). GPU: as many
-    frames as fit in ~40% of free memory, by the activations' rough size per pixel."""
+    frames as fit in ~40% of free memory, by the activations' rough size per pixel.
+    ``frame_shape`` gives (height, width); it is only called on a GPU."""
     if device.type != "cuda":
         return 1
+    height, width = frame_shape()
     free, _ = torch.cuda.mem_get_info(device)
     per_frame = height * width * model_width * 24  # bytes: a few live activations in fp16
     return max(1, min(32, int(free * 0.4 // per_frame)))
@@ -150,11 +153,11 @@ def stylize_stream(
 
     def read() -> None:
         # Futures keep decode parallel yet delivered in order; the window bounds memory.
-        window: list = []
+        window: collections.deque = collections.deque()
         for name, data in frames:
             window.append((name, pool.submit(decode_image, data)))
             if len(window) >= batch_size * 2:
-                n, fut = window.pop(0)
+                n, fut = window.popleft()
                 _put(decoded, (n, fut.result()), stop)
         for n, fut in window:
             _put(decoded, (n, fut.result()), stop)
@@ -166,8 +169,9 @@ def stylize_stream(
             if item is _DONE:
                 return
             for name, frame in item:
-                write(png_name(name), encode_png(frame))
-                stats.names.append(png_name(name))
+                out_name = png_name(name)
+                write(out_name, encode_png(frame))
+                stats.names.append(out_name)
 
     reader, writer = _Worker(read, "reader"), _Worker(write_all, "writer")
     start = time.perf_counter()

@@ -43,10 +43,14 @@ def tar_names(path: Path) -> list[str]:
         return [m.name for m in tar if m.isfile()]
 
 
+def image_paths(folder: Path) -> list[Path]:
+    """Loose frames in a folder, in name order (listing only: nothing is read)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_folder(folder: Path) -> Iterator[tuple[str, bytes]]:
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            yield p.name, p.read_bytes()
+    for p in image_paths(folder):
+        yield p.name, p.read_bytes()
 
 
 class TarFrameWriter:
@@ -82,11 +86,3 @@ class FolderFrameWriter:
 
 def png_name(name: str) -> str:
     return str(Path(name).with_suffix(".png"))
-
-
-def pack_folder(folder: Path, tar_path: Path, names: list[str]) -> None:
-    """Pack existing image files, in the given order, into a frame tar."""
-    writer = TarFrameWriter(tar_path)
-    for name in names:
-        writer.write(name, (folder / name).read_bytes())
-    writer.close()

@@ -34,8 +34,13 @@ def fetch_model(ref: str, conn_id: str, folder: Path) -> str:
     return str(path)
 
 
+# As scoring.checkpoint.CHECKPOINT_SUFFIXES; read here without importing torch into Airflow.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".model")
+
+
 def builtin_model_names() -> list[str]:
-    return sorted(p.stem for p in (SCORING_ROOT / "scoring" / "models").glob("*.pth"))
+    folder = SCORING_ROOT / "scoring" / "models"
+    return sorted(p.stem for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
 
 
 class LocalBackend(ComputeBackend):
