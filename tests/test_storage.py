@@ -92,9 +92,9 @@ def test_models_by_blob_path_are_checked_and_fetched_with_their_sidecar(store, t
     store.upload(tiny_model, "models/tiny.pth")
     store.upload(tiny_model.with_suffix(".json"), "models/tiny.json")
     ref = f"wasb://{store.container}/models/tiny.pth"
-    LocalBackend().check_model(ref, conn)  # exists: no error
+    LocalBackend().preflight(ref, conn)  # exists: no error
     with pytest.raises(FileNotFoundError, match="models/missing.pth does not exist"):
-        LocalBackend().check_model(f"wasb://{store.container}/models/missing.pth", conn)
+        LocalBackend().preflight(f"wasb://{store.container}/models/missing.pth", conn)
     local = fetch_model(ref, conn, tmp_path / "fetched")
     assert open(local, "rb").read() == tiny_model.read_bytes()
     assert (tmp_path / "fetched" / "tiny.json").is_file()
@@ -104,7 +104,7 @@ def test_models_by_blob_path_are_checked_and_fetched_with_their_sidecar(store, t
 def test_builtin_and_local_models_are_checked_before_any_work(tiny_model):
     from vidstyle.backends.local import LocalBackend
 
-    LocalBackend().check_model("pop-art", "unused")
-    LocalBackend().check_model(str(tiny_model), "unused")
+    LocalBackend().preflight("pop-art", "unused")
+    LocalBackend().preflight(str(tiny_model), "unused")
     with pytest.raises(FileNotFoundError, match="not a built-in model"):
-        LocalBackend().check_model("monet", "unused")
+        LocalBackend().preflight("monet", "unused")

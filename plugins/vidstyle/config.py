@@ -33,6 +33,28 @@ class Settings:
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
     local_precision: str = "auto"  # auto: fp16 on a GPU, fp32 on a CPU
     local_compile: bool = False  # torch.compile: pays off on long chunks (compiling takes ~10 s)
+    # Azure ML backend (see README "Azure ML"). The workspace itself is named by the connection.
+    azureml_conn_id: str = "azureml_default"
+    azureml_datastore: str = "vidstyle"  # a datastore on `container`, registered by provision
+    azureml_compute: str = "vidstyle-gpu"
+    azureml_vm_size: str = "Standard_NC4as_T4_v3"
+    azureml_min_nodes: int = 0  # 0: no GPU node runs (or bills) while no chunk waits
+    azureml_max_nodes: int = 4
+    azureml_tier: str = "low_priority"  # or "dedicated"; a preempted chunk is retried on its own
+    azureml_idle_seconds: int = 300  # idle time before the cluster scales a node down
+    azureml_compute_identity: str = ""  # a user-assigned identity's resource id; empty: system-assigned
+    azureml_environment: str = "vidstyle-scoring"  # built from images/scoring by provision
+    azureml_experiment: str = "vidstyle"
+    azureml_job_identity: str = "managed"  # data access: "managed" (the cluster's) or "user" (submitter's)
+    azureml_input_mode: str = "download"  # or "ro_mount"
+    azureml_device: str = "cuda"  # fail loudly if a node has no GPU; "auto" allows CPU clusters
+    azureml_batch_size: int = 0
+    azureml_precision: str = "auto"  # fp16 on a GPU
+    azureml_compile: bool = False
+    azureml_job_timeout_minutes: int = 60  # a job running longer is stopped by Azure ML
+    azureml_queue_timeout_minutes: int = 120  # extra wait for a node (low-priority capacity)
+    azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
+    azureml_max_poll_seconds: float = 120.0
 
     @property
     def suffixes(self) -> tuple[str, ...]:
@@ -46,6 +68,8 @@ def load_settings() -> Settings:
             continue
         if f.type == "int":
             values[f.name] = conf.getint(SECTION, f.name)
+        elif f.type == "float":
+            values[f.name] = conf.getfloat(SECTION, f.name)
         elif f.type == "bool":
             values[f.name] = conf.getboolean(SECTION, f.name)
         else:

@@ -47,7 +47,8 @@ def stylize_params(settings: Settings) -> dict[str, Param]:
         ),
         "backend": Param(
             settings.backend, type="string", enum=sorted(BACKENDS), title="Compute backend",
-            description="Where chunks are scored: local (on the worker)",
+            description="Where chunks are scored: local (on the worker) or azureml (a GPU job per chunk "
+                        "on an Azure ML compute cluster; see README)",
         ),
         "keep_work": Param(
             settings.keep_work, type="boolean", title="Keep work files",

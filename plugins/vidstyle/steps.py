@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vidstyle import frametar, media
-from vidstyle.backends import ChunkTask, get_backend
+from vidstyle.backends import BACKENDS, ChunkTask, get_backend
 from vidstyle.blobs import BlobStore
 from vidstyle.config import Settings
 from vidstyle.layout import Chunk, Layout, Video, frame_name, plan_chunks
@@ -76,7 +76,7 @@ def start(run: VideoRun, run_id: str) -> dict:
         raise BadInput(f"{run.params.video_blob}: not a video file name (expected {run.settings.video_suffixes})")
     try:
         video = run.video
-        get_backend(run.params.backend).check_model(run.params.style, run.settings.wasb_conn_id)
+        get_backend(run.params.backend).preflight(run.params.style, run.settings.wasb_conn_id)
     except (FileNotFoundError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
     run.ledger.mark(video, RUNNING, run_id=run_id, style=run.params.style, error=None)
@@ -132,15 +132,13 @@ def split(run: VideoRun) -> list[dict]:
 
 def chunk_tasks(run: VideoRun, chunks: list[dict]) -> list[dict]:
     """One work item per chunk for the mapped scoring task: the backend's ChunkTask fields."""
-    items = []
+    items, options = [], BACKENDS[run.params.backend].options(run.settings)
     for c in map(Chunk.from_dict, chunks):
         task = ChunkTask(
             conn_id=run.settings.wasb_conn_id, container=run.settings.container, video_blob=run.video.blob,
             video_id=run.vid, chunk_index=c.index, chunk_label=c.label, frames=c.frames,
             input_dir=run.layout.chunk_dir(run.vid, c.index, "in"),
-            output_dir=run.layout.chunk_dir(run.vid, c.index, "out"),
-            model=run.params.style, batch_size=run.settings.local_batch_size,
-            precision=run.settings.local_precision, compile=run.settings.local_compile,
+            output_dir=run.layout.chunk_dir(run.vid, c.index, "out"), model=run.params.style, **options,
         )
         items.append(task.to_dict() | {"backend": run.params.backend})
     return items

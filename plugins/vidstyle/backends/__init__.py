@@ -7,10 +7,11 @@ scored locally and one scored on a remote GPU job are interchangeable.
 
 from __future__ import annotations
 
+from vidstyle.backends.azureml import AzureMLBackend
 from vidstyle.backends.base import ChunkTask, ComputeBackend
 from vidstyle.backends.local import LocalBackend
 
-BACKENDS: dict[str, type[ComputeBackend]] = {LocalBackend.name: LocalBackend}
+BACKENDS: dict[str, type[ComputeBackend]] = {b.name: b for b in (LocalBackend, AzureMLBackend)}
 
 
 def get_backend(name: str) -> ComputeBackend:

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+from vidstyle.config import Settings
+
 
 @dataclass(frozen=True)
 class ChunkTask:
@@ -40,8 +42,14 @@ class ScorerRejected(ValueError):
 class ComputeBackend(ABC):
     name: ClassVar[str]
 
-    def check_model(self, ref: str, conn_id: str) -> None:
-        """Fail fast, before any frame is split, when the model cannot be found."""
+    @staticmethod
+    @abstractmethod
+    def options(settings: Settings) -> dict:
+        """The scorer's batch_size, precision and compile for this backend, from the settings."""
+
+    def preflight(self, ref: str, conn_id: str) -> None:
+        """Fail fast, before any frame is split, when the model cannot be found or the backend
+        is not set up (FileNotFoundError or ValueError: the run fails at once, without retries)."""
 
     @abstractmethod
     def score(self, operator: Any, context: Any, task: ChunkTask) -> dict:

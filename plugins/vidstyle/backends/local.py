@@ -17,6 +17,7 @@ from typing import Any
 
 from vidstyle.backends.base import EXIT_BAD_INPUT, ChunkTask, ComputeBackend, ScorerRejected, scorer_args
 from vidstyle.blobs import BlobStore
+from vidstyle.config import Settings
 
 SCORING_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds scoring/
 
@@ -46,7 +47,12 @@ def builtin_model_names() -> list[str]:
 class LocalBackend(ComputeBackend):
     name = "local"
 
-    def check_model(self, ref: str, conn_id: str) -> None:
+    @staticmethod
+    def options(settings: Settings) -> dict:
+        return {"batch_size": settings.local_batch_size, "precision": settings.local_precision,
+                "compile": settings.local_compile}
+
+    def preflight(self, ref: str, conn_id: str) -> None:
         if ref.startswith("wasb://"):
             container, _, blob = ref[len("wasb://"):].partition("/")
             if not BlobStore(conn_id, container).exists(blob):

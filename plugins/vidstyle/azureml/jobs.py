@@ -1,0 +1,184 @@
+"""One chunk as one Azure ML command job: its spec, its deterministic name, its states.
+
+The job runs the same ``python -m scoring stylize`` command line as the local backend, inside
+the scoring image, on the chunk's blob folders read through a datastore on the pipeline's own
+container. Names derive from the Airflow run and the chunk, so a retried task finds the job an
+earlier try started (still running, or finished with its output in place) instead of paying
+for the same chunk twice; a failed or cancelled job gets a successor with the next number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vidstyle.backends.base import ChunkTask, scorer_args
+from vidstyle.config import Settings
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+
+# Azure ML job statuses (azure.ai.ml.operations._run_history_constants.JobStatus).
+COMPLETED = "Completed"
+FAILED = "Failed"
+CANCELED = "Canceled"
+NOT_RESPONDING = "NotResponding"
+ENDED_BADLY = frozenset({FAILED, CANCELED, NOT_RESPONDING})  # NotResponding: the node stopped beating
+ENDED = frozenset({COMPLETED, FAILED, CANCELED})
+IN_PROGRESS = frozenset({"NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running",
+                         "Finalizing", "CancelRequested", "Paused"})
+
+MAX_ATTEMPTS = 50  # job names tried per chunk before giving up: a guard, not a retry policy
+PLACEHOLDER = re.compile(r"^(\$\{\{(inputs|outputs)\.\w+\}\}|[\w@%+=:,./-])+$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The installation's Azure ML settings that shape every chunk's job."""
+
+    datastore: str
+    compute: str
+    environment: str
+    experiment: str
+    identity: str
+    input_mode: str
+    device: str
+    timeout_minutes: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> JobSpec:
+        return cls(s.azureml_datastore, s.azureml_compute, s.azureml_environment, s.azureml_experiment,
+                   s.azureml_job_identity, s.azureml_input_mode, s.azureml_device, s.azureml_job_timeout_minutes)
+
+
+class ModelNotReachable(ValueError):
+    """The model reference names something an Azure ML job cannot read."""
+
+
+def datastore_uri(datastore: str, path: str) -> str:
+    return f"azureml://datastores/{datastore}/paths/{path}"
+
+
+def model_source(ref: str, container: str, datastore: str, builtins: list[str]) -> str | None:
+    """The job input's URI for a model, or None for a model built into the scoring image."""
+    if ref in builtins:
+        return None
+    if ref.startswith("azureml://"):
+        return ref
+    if ref.startswith("wasb://"):
+        ref_container, _, blob = ref[len("wasb://"):].partition("/")
+        if ref_container != container or not blob:
+            raise ModelNotReachable(
+                f"model {ref}: an Azure ML job reads blobs through datastore {datastore!r}, which holds "
+                f"container {container!r}; put the model there (wasb://{container}/models/...) or give an "
+                "azureml://datastores/<name>/paths/<path> URI")
+        return datastore_uri(datastore, blob)
+    raise ModelNotReachable(
+        f"model {ref!r} is neither a built-in model ({', '.join(builtins) or 'none'}) nor in blob storage: "
+        f"an Azure ML job cannot read the worker's disk; upload it to wasb://{container}/models/")
+
+
+def base_name(task: ChunkTask, run_id: str) -> str:
+    """Stable per Airflow run and chunk content: equal for every try of one mapped task."""
+    key = {k: v for k, v in task.to_dict().items() if k != "conn_id"} | {"run_id": run_id}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"vidstyle-{digest}-c{task.chunk_index:05d}"
+
+
+def command_line(argv: list[str]) -> str:
+    """Azure ML runs a command string: quote every argument except ``${{...}}`` placeholders."""
+    return " ".join(a if PLACEHOLDER.match(a) else shlex.quote(a) for a in argv)
+
+
+def build_job(task: ChunkTask, name: str, spec: JobSpec, model_uri: str | None, run_id: str) -> Any:
+    """The command job for one chunk (an azure.ai.ml ``Command``), ready for create_or_update."""
+    from azure.ai.ml import Input, Output, command
+    from azure.ai.ml.constants import AssetTypes, InputOutputModes
+    from azure.ai.ml.entities import ManagedIdentityConfiguration, UserIdentityConfiguration
+
+    read = _choice("azureml_input_mode", spec.input_mode,
+                   {"download": InputOutputModes.DOWNLOAD, "ro_mount": InputOutputModes.RO_MOUNT})
+    identity = _choice("azureml_job_identity", spec.identity,
+                       {"managed": ManagedIdentityConfiguration, "user": UserIdentityConfiguration})()
+    inputs = {"frames": Input(type=AssetTypes.URI_FOLDER, path=datastore_uri(spec.datastore, task.input_dir),
+                              mode=read)}
+    if model_uri:
+        inputs["model"] = Input(type=AssetTypes.URI_FILE, path=model_uri, mode=InputOutputModes.DOWNLOAD)
+    outputs = {"styled": Output(type=AssetTypes.URI_FOLDER, path=datastore_uri(spec.datastore, task.output_dir),
+                                mode=InputOutputModes.UPLOAD)}
+    args = scorer_args(task, "${{inputs.model}}" if model_uri else task.model, "${{inputs.frames}}",
+                       "${{outputs.styled}}", "${{outputs.styled}}/result.json", device=spec.device)
+    return command(
+        name=name,
+        display_name=f"{task.video_blob.rsplit('/', 1)[-1]} {task.chunk_label}"[:250],
+        experiment_name=spec.experiment,
+        description=f"{task.where}: {task.frames} frames, model {task.model}",
+        command=command_line(["python", *args]),
+        inputs=inputs,
+        outputs=outputs,
+        environment=f"{spec.environment}@latest",
+        compute=spec.compute,
+        instance_count=1,
+        identity=identity,
+        environment_variables={"PYTHONUNBUFFERED": "1"},
+        timeout=spec.timeout_minutes * 60,
+        tags={"video": task.video_blob[:256], "video_id": task.video_id, "chunk": str(task.chunk_index),
+              "airflow_run_id": run_id[:256]},
+    )
+
+
+def _choice(setting: str, value: str, options: dict[str, Any]) -> Any:
+    if value not in options:
+        raise ValueError(f"{setting} must be one of {', '.join(options)}, not {value!r}")
+    return options[value]
+
+
+def submit_or_reattach(client: MLClient, task: ChunkTask, run_id: str, make_job: Callable[[str], Any],
+                       output_ready: Callable[[], bool]) -> tuple[Any, bool]:
+    """The chunk's job: the latest one still running or done with its output, else a new one.
+
+    Returns (job, reattached).
+    """
+    from azure.core.exceptions import ResourceNotFoundError
+
+    base, latest = base_name(task, run_id), None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            latest = client.jobs.get(f"{base}-{attempt}")
+        except ResourceNotFoundError:
+            break
+    else:
+        raise RuntimeError(f"{task.chunk_label}: {MAX_ATTEMPTS} Azure ML jobs already tried for this chunk")
+    if latest is not None and (latest.status in IN_PROGRESS or (latest.status == COMPLETED and output_ready())):
+        return latest, True
+    return client.jobs.create_or_update(make_job(f"{base}-{attempt}")), False
+
+
+def job_error(client: MLClient, name: str) -> str:
+    """The job's own error message, as Studio shows it; never raises."""
+    try:
+        # The public SDK surfaces a job's error only inside jobs.stream(); this is what it reads.
+        details = client.jobs._runs_operations.get_run_details(name)
+        error = details.error.as_dict().get("error", {}) if details.error else {}
+    except Exception as exc:  # the reason matters more than the details: keep going without them
+        return f"(the job's error could not be read: {type(exc).__name__})"
+    message = error.get("message") or "no error recorded; see the job's logs in Studio"
+    return f"{error['code']}: {message}" if error.get("code") else message
+
+
+def cancel_job(client: MLClient, name: str) -> bool:
+    """Ask Azure ML to cancel a job; False when it had already ended or is gone."""
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        if client.jobs.get(name).status in ENDED:  # NotResponding still holds a node: cancel it
+            return False
+        client.jobs.begin_cancel(name)
+    except HttpResponseError:
+        return False
+    return True
