@@ -171,8 +171,9 @@ class FakeJobs:
             with self._lock:
                 if job.status != "Running":
                     return
+                # As in the scoring image: the scorer on PYTHONPATH, the job in a directory of its own.
                 proc = self._procs[job.name] = subprocess.Popen(
-                    [sys.executable, *argv[1:]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    [sys.executable, *argv[1:]], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **spec.environment_variables})
             out, _ = proc.communicate()
             if proc.returncode != 0:

@@ -361,6 +361,7 @@ def test_the_environment_is_built_from_the_scoring_image(tmp_path):
     assert (tmp_path / "Dockerfile").read_text() == provision.DOCKERFILE.read_text()
     assert (tmp_path / "scoring" / "cli.py").is_file() and (tmp_path / "scoring" / "models" / "pop-art.pth").is_file()
     assert not list(tmp_path.rglob("__pycache__"))
+    assert "PYTHONPATH=/app" in (tmp_path / "Dockerfile").read_text()  # jobs run outside WORKDIR
     again = tmp_path / "again"
     again.mkdir()
     assert provision.stage_build_context(again) == version  # same sources, same version: no rebuild
