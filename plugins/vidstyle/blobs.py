@@ -13,6 +13,14 @@ from azure.storage.blob import BlobProperties
 from vidstyle.layout import Video
 
 
+def parse_wasb(ref: str) -> tuple[str, str] | None:
+    """(container, blob) of a ``wasb://container/path`` reference; None for anything else."""
+    if not ref.startswith("wasb://"):
+        return None
+    container, _, blob = ref[len("wasb://"):].partition("/")
+    return container, blob
+
+
 class BlobChanged(RuntimeError):
     """The blob is no longer the version a run pinned."""
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vidstyle.backends.base import ChunkTask, scorer_args
+from vidstyle.blobs import parse_wasb
 from vidstyle.config import Settings
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def model_source(ref: str, container: str, datastore: str, builtins: list[str]) 
         return None
     if ref.startswith("azureml://"):
         return ref
-    if ref.startswith("wasb://"):
-        ref_container, _, blob = ref[len("wasb://"):].partition("/")
+    if parsed := parse_wasb(ref):
+        ref_container, blob = parsed
         if ref_container != container or not blob:
             raise ModelNotReachable(
                 f"model {ref}: an Azure ML job reads blobs through datastore {datastore!r}, which holds "

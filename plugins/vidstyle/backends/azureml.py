@@ -15,8 +15,8 @@ from vidstyle.azureml import jobs
 from vidstyle.azureml.hook import AzureMLHook
 from vidstyle.azureml.trigger import AzureMLJobTrigger
 from vidstyle.backends.base import ChunkTask, ComputeBackend
-from vidstyle.backends.local import builtin_model_names
-from vidstyle.blobs import BlobStore
+from vidstyle.backends.local import builtin_model_names, require_blob
+from vidstyle.blobs import BlobStore, parse_wasb
 from vidstyle.config import Settings, load_settings
 
 
@@ -38,11 +38,9 @@ class AzureMLBackend(ComputeBackend):
     def preflight(self, ref: str, conn_id: str) -> None:
         settings = load_settings()
         AzureMLHook(settings.azureml_conn_id).check()  # a missing connection fails the run here, once
-        uri = self._model_uri(ref, settings)
-        if ref.startswith("wasb://") and uri:
-            blob = ref[len("wasb://"):].partition("/")[2]
-            if not BlobStore(conn_id, settings.container).exists(blob):
-                raise FileNotFoundError(f"model {ref} does not exist")
+        self._model_uri(ref, settings)  # a model the job cannot read is refused here
+        if parse_wasb(ref):
+            require_blob(ref, conn_id)
 
     @staticmethod
     def _model_uri(ref: str, settings: Settings) -> str | None:
@@ -79,8 +77,7 @@ class AzureMLBackend(ComputeBackend):
         if event["status"] == "success":
             operator.log.info("%s: Azure ML job %s completed: %s", task.where, name, event.get("studio_url"))
             return self._collect(BlobStore(task.conn_id, task.container), task, name)
-        if status not in (jobs.FAILED, jobs.CANCELED):  # hung, timed out or unknown: stop paying for it
-            self.cancel(operator, task)
+        self.cancel(operator, task)  # a hung or timed-out job still holds a node; an ended one is left be
         raise AzureMLJobFailed(f"{task.chunk_label}: Azure ML job {name} ended {event['status']} "
                                f"(job status {status}): {event.get('error') or 'no error given'}; "
                                f"Studio: {event.get('studio_url') or 'n/a'}")

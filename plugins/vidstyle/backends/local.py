@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.backends.base import EXIT_BAD_INPUT, ChunkTask, ComputeBackend, ScorerRejected, scorer_args
-from vidstyle.blobs import BlobStore
+from vidstyle.blobs import BlobStore, parse_wasb
 from vidstyle.config import Settings
 
 SCORING_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds scoring/
@@ -24,15 +24,22 @@ SCORING_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds scor
 
 def fetch_model(ref: str, conn_id: str, folder: Path) -> str:
     """A ``wasb://container/path`` model is downloaded; names and local paths pass through."""
-    if not ref.startswith("wasb://"):
+    if not (parsed := parse_wasb(ref)):
         return ref
-    container, _, blob = ref[len("wasb://"):].partition("/")
+    container, blob = parsed
     store = BlobStore(conn_id, container)
     path = store.download(blob, folder / Path(blob).name)
     sidecar = str(Path(blob).with_suffix(".json"))
     if store.exists(sidecar):
         store.download(sidecar, path.with_suffix(".json"))
     return str(path)
+
+
+def require_blob(ref: str, conn_id: str) -> None:
+    """A ``wasb://`` model must exist before any frame is split."""
+    container, blob = parse_wasb(ref)
+    if not BlobStore(conn_id, container).exists(blob):
+        raise FileNotFoundError(f"model {ref} does not exist")
 
 
 # As scoring.checkpoint.CHECKPOINT_SUFFIXES; read here without importing torch into Airflow.
@@ -53,10 +60,8 @@ class LocalBackend(ComputeBackend):
                 "compile": settings.local_compile}
 
     def preflight(self, ref: str, conn_id: str) -> None:
-        if ref.startswith("wasb://"):
-            container, _, blob = ref[len("wasb://"):].partition("/")
-            if not BlobStore(conn_id, container).exists(blob):
-                raise FileNotFoundError(f"model {ref} does not exist")
+        if parse_wasb(ref):
+            require_blob(ref, conn_id)
         elif ref not in builtin_model_names() and not Path(ref).expanduser().is_file():
             raise FileNotFoundError(f"model {ref!r}: no such file on the worker and not a built-in model "
                                     f"(built-ins: {', '.join(builtin_model_names()) or 'none'})")
