@@ -1,6 +1,6 @@
 """Benchmark: the reference per-frame loop vs. the pure-forward ceiling vs. our engine.
 
-    python -m scoring.benchmark --model pop-art --size 640x360 --frames 48
+    python -m scoring.benchmark --model pop-art --size 640x360 --compile
 
 On the same frames and checkpoint, in one run:
   1. baseline: what the reference architecture does (JPEG files through PIL, batch 1, fp32,
@@ -10,8 +10,9 @@ On the same frames and checkpoint, in one run:
   3. engine: ``scoring.engine`` end to end, chunk tar of PNGs in, chunk tar of PNGs out.
 It prints frames/s for each, engine/baseline, engine/ceiling, the engine's deviation from a
 plain fp32 per-frame run (0-255 scale), peak memory, and the conditions. The three run in
-interleaved rounds (``--rounds``, default 3) and each figure is its best round: on a shared
-machine noise only ever slows a run, and interleaving keeps a slow spell from favouring one.
+interleaved rounds (``--rounds``, default 8) and each figure is its best round: on a shared
+machine noise only ever slows a run, and many short interleaved rounds keep a slow spell from
+favouring one of them.
 """
 
 from __future__ import annotations
@@ -87,21 +88,22 @@ def run_ceiling(scorer: Scorer, frames: list[np.ndarray], batch: int, repeats: i
 
 
 def write_input(frames: list[np.ndarray], tar: Path) -> Path:
-    """The engine's input as production makes it: a chunk tar of PNGs (as split_frames writes)."""
+    """The engine's input as production hands it over: a chunk tar of lossless PNGs."""
     src = TarFrameWriter(tar)
     for i, f in enumerate(frames):
-        src.write(f"{i:08d}.png", encode_png(f))
+        src.write(f"{i:08d}.png", encode_png(f, level=1))  # deflated, as the frame split writes them
     src.close()
     return tar
 
 
-def run_engine(scorer: Scorer, batch: int, tmp: Path, decode_threads: int = 2) -> tuple[float, Path]:
+def run_engine(scorer: Scorer, batch: int, tmp: Path, decode_threads: int = 2,
+               png_level: int = 0) -> tuple[float, Path]:
     warm = TarFrameWriter(tmp / "warm.tar")
     stylize_stream(scorer, list(read_tar(tmp / "in.tar"))[:batch], warm.write, batch_size=batch)
     warm.close()
     out = TarFrameWriter(tmp / "out.tar")
     stats = stylize_stream(scorer, read_tar(tmp / "in.tar"), out.write, batch_size=batch,
-                           decode_threads=decode_threads)
+                           decode_threads=decode_threads, png_level=png_level)
     out.close()
     return stats.fps, tmp / "out.tar"
 
@@ -129,14 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scoring.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="pop-art")
     p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
-    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--frames", type=int, default=24, help="frames per round")
     p.add_argument("--baseline-frames", type=int, default=0, help="frames for the slow baseline (0: all)")
     p.add_argument("--batch-size", type=int, default=0, help="0: the engine's automatic choice")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--decode-threads", type=int, default=2, help="engine's PNG decode threads")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--png-level", type=int, choices=range(10), default=0, metavar="0-9",
+                   help="zlib level of the engine's output PNGs (as `scoring stylize --png-level`)")
+    p.add_argument("--rounds", type=int, default=8,
                    help="interleaved rounds of all three; each figure is its best round (noise only slows)")
     p.add_argument("--json", help="also write the figures to this file")
     a = p.parse_args(argv)
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(max(1, a.rounds)):
             rounds["baseline"].append(run_baseline(model, frames[: a.baseline_frames or None], tmp_path))
             rounds["ceiling"].append(run_ceiling(scorer, frames, batch, repeats=max(2, a.frames // batch)))
-            engine_fps, out_tar = run_engine(scorer, batch, tmp_path, a.decode_threads)
+            engine_fps, out_tar = run_engine(scorer, batch, tmp_path, a.decode_threads, a.png_level)
             rounds["engine"].append(engine_fps)
         mean_dev, max_dev = deviation(model, frames, out_tar, sample=min(8, a.frames))
     baseline, ceiling, engine = (max(rounds[k]) for k in ("baseline", "ceiling", "engine"))
@@ -164,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "model": f"{info.path.name} (width {info.width}, blocks {info.blocks})", "resolution": f"{width}x{height}",
         "frames": a.frames, "batch_size": batch, "precision": scorer.precision, "compiled": scorer.compiled,
+        "output_png_level": a.png_level,
         "baseline_fps": round(baseline, 2), "ceiling_fps": round(ceiling, 2), "engine_fps": round(engine, 2),
         "engine_vs_baseline": round(engine / baseline, 2), "engine_vs_ceiling": round(engine / ceiling, 3),
         "deviation_mean_255": round(mean_dev, 3), "deviation_max_255": max_dev, "peak_memory": peak_memory(device),

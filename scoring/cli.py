@@ -75,7 +75,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         batch = args.batch_size or auto_batch_size(device, functools.partial(frames_shape, kind, src), info.width)
         stats = stylize_stream(
             scorer, frames, writer.write, batch_size=batch, total=count,
-            progress=_progress_printer(src.name, args.log_every),
+            progress=_progress_printer(src.name, args.log_every), png_level=args.png_level,
         )
         writer.close()
         if stats.frames != count:
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--precision", default="auto", help="auto (GPU fp16, CPU fp32), fp32, bf16, fp16")
     st.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
     st.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    st.add_argument("--png-level", type=int, choices=range(10), default=0, metavar="0-9",
+                    help="zlib level of the output PNGs: 0 stores them (fastest, about 2x the bytes)")
     st.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     st.add_argument("--result", help="also write the summary as JSON to this file")
     st.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")

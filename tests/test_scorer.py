@@ -82,6 +82,11 @@ def test_cli_stylizes_a_folder_of_loose_images(tmp_path, tiny_model):
     r = run_cli("stylize", "--model", tiny_model, "--input", src, "--output", tmp_path / "styled")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == ["f0.png", "f1.png", "f2.png"]
+    r = run_cli("stylize", "--model", tiny_model, "--input", src, "--output", tmp_path / "deflated",
+                "--png-level", 6)
+    assert r.returncode == 0, r.stderr
+    stored, deflated = (tmp_path / "styled" / "f0.png").read_bytes(), (tmp_path / "deflated" / "f0.png").read_bytes()
+    assert stored != deflated and np.array_equal(decode_image(stored), decode_image(deflated))
 
 
 def test_cli_names_a_bad_model_clearly(tmp_path):
@@ -102,6 +107,44 @@ def test_cli_preview_puts_before_and_after_side_by_side(tmp_path, tiny_model):
     with Image.open(tmp_path / "pv.png") as pv:
         assert pv.size == (60, 20)
         assert np.array_equal(np.asarray(pv)[:, :30], np.asarray(Image.open(photo)))
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (17, 9), (30, 42)])
+def test_png_writer_is_lossless_for_any_decoder(h, w, level):
+    img = frames(1, h, w, seed=h)[0]
+    img[0, 0], img[-1, -1] = 255, 0  # Up-filter differences that wrap around mod 256
+    for frame in (img, np.asfortranarray(img)):  # the model's output is often a strided view
+        data = encode_png(frame, level)
+        assert np.array_equal(decode_image(data), img)  # Pillow
+        ffmpeg = subprocess.run(["ffmpeg", "-v", "error", "-f", "png_pipe", "-i", "pipe:0", "-f", "rawvideo",
+                                 "-pix_fmt", "rgb24", "pipe:1"], input=data, capture_output=True, timeout=60)
+        assert ffmpeg.returncode == 0, ffmpeg.stderr  # what stitching reads them with
+        assert np.array_equal(np.frombuffer(ffmpeg.stdout, np.uint8).reshape(h, w, 3), img)
+
+
+def test_png_writer_levels_trade_bytes_for_time():
+    yy, xx = np.mgrid[0:90, 0:160]
+    smooth = np.stack([xx, yy, xx + yy], -1).astype(np.uint8)  # like video: neighbours alike
+    stored, deflated = len(encode_png(smooth, 0)), len(encode_png(smooth, 1))
+    assert stored > smooth.nbytes and deflated < stored / 4
+
+
+def test_png_writer_refuses_what_is_not_an_rgb_frame():
+    with pytest.raises(ValueError, match="uint8 HxWx3"):
+        encode_png(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8 HxWx3"):
+        encode_png(np.zeros((4, 4, 3), np.float32))
+
+
+def test_compiled_scorer_matches_eager(tiny_model):
+    model, _ = load_model(tiny_model)
+    batch = np.stack(frames(2, 30, 42))
+    eager = Scorer(model, torch.device("cpu"))(batch).astype(int)
+    compiled = Scorer(load_model(tiny_model)[0], torch.device("cpu"), compile=True)
+    got = compiled(batch).astype(int)
+    assert compiled.compiled, "torch.compile fell back to eager on a plain CPU"
+    assert np.abs(got - eager).max() <= 1
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_model):

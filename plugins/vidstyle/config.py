@@ -32,7 +32,7 @@ class Settings:
     max_frames: int = 500_000
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
     local_precision: str = "auto"  # auto: fp16 on a GPU, fp32 on a CPU
-    local_compile: bool = False  # torch.compile: pays off on long chunks (compiling takes ~10 s)
+    local_compile: bool = False  # torch.compile: pays off on long chunks (compiling: ~20 s, ~6 s cached)
     # Azure ML backend (see README "Azure ML"). The workspace itself is named by the connection.
     azureml_conn_id: str = "azureml_default"
     azureml_datastore: str = "vidstyle"  # a datastore on `container`, registered by provision
