@@ -137,14 +137,17 @@ def test_png_writer_refuses_what_is_not_an_rgb_frame():
         encode_png(np.zeros((4, 4, 3), np.float32))
 
 
-def test_compiled_scorer_matches_eager(tiny_model):
-    model, _ = load_model(tiny_model)
-    batch = np.stack(frames(2, 30, 42))
-    eager = Scorer(model, torch.device("cpu"))(batch).astype(int)
-    compiled = Scorer(load_model(tiny_model)[0], torch.device("cpu"), compile=True)
-    got = compiled(batch).astype(int)
-    assert compiled.compiled, "torch.compile fell back to eager on a plain CPU"
-    assert np.abs(got - eager).max() <= 1
+def test_compiled_scorer_matches_eager(tmp_path, tiny_model):
+    # Through the CLI, in its own process, as a chunk job runs it.
+    src = write_tar(tmp_path / "in.tar", frames(3))
+    outs = {}
+    for mode in ("eager", "compiled"):
+        r = run_cli("stylize", "--model", tiny_model, "--input", src, "--output", tmp_path / f"{mode}.tar",
+                    *(["--compile"] if mode == "compiled" else []))
+        assert r.returncode == 0, r.stderr
+        outs[mode] = np.stack([decode_image(d) for _, d in read_tar(tmp_path / f"{mode}.tar")]).astype(int)
+    assert ", compiled" in r.stdout and "running eager" not in r.stdout  # no silent fallback
+    assert np.abs(outs["compiled"] - outs["eager"]).max() <= 1
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_model):
