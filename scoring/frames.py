@@ -53,7 +53,8 @@ def encode_png(frame: np.ndarray, level: int = 0) -> bytes:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    crc = zlib.crc32(data, zlib.crc32(kind))  # chained: no copy of a frame-sized IDAT
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def read_tar(path: Path) -> Iterator[tuple[str, bytes]]:
