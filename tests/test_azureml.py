@@ -58,7 +58,7 @@ def test_the_job_body_runs_the_scorer_on_the_chunk_folders_on_the_cluster():
     assert shlex.split(props["command"]) == [
         "python", "-m", "scoring", "stylize", "--model", "${{inputs.model}}", "--input", "${{inputs.frames}}",
         "--output", "${{outputs.styled}}", "--batch-size", "0", "--precision", "auto", "--device", "cuda",
-        "--result", "${{outputs.styled}}/result.json"]
+        "--png-level", "0", "--result", "${{outputs.styled}}/result.json"]
     assert props["inputs"] == {
         "frames": {"uri": "azureml://datastores/vidstyle/paths/work/clip-0123456789/chunks/00001/in/",
                    "mode": "Download", "jobInputType": "uri_folder"},

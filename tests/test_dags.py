@@ -5,12 +5,14 @@ every test here has a hard pytest timeout."""
 from __future__ import annotations
 
 import itertools
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pendulum
 import pytest
 from conftest import make_video
 
+from scoring.frames import read_tar
 from vidstyle.config import load_settings
 from vidstyle.layout import Layout, Video
 from vidstyle.ledger import FAILED, QUEUED, SUCCEEDED, Ledger
@@ -211,9 +213,10 @@ def test_end_to_end_video_with_audio(store, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_end_to_end_variable_frame_rate_without_audio_keeping_work(store, tmp_path):
+def test_end_to_end_variable_frame_rate_without_audio_keeping_work(store, tmp_path, monkeypatch):
     from vidstyle import media
 
+    monkeypatch.setenv("AIRFLOW__VIDSTYLE__STYLED_PNG_LEVEL", "1")  # deflated, not the default stored
     src = make_video(tmp_path / "vfr.mkv", seconds=1.0, size="64x48", vfr=True)
     store.upload(src, "incoming/vfr.mkv")
     dr = load_dag("video_stylize").test(run_conf={"video_blob": "incoming/vfr.mkv", "keep_work": True,
@@ -227,7 +230,12 @@ def test_end_to_end_variable_frame_rate_without_audio_keeping_work(store, tmp_pa
     assert out.frames == source.frames and not out.has_audio
     assert out.timestamps == pytest.approx(source.timestamps, abs=2e-3)
     video = store.video("incoming/vfr.mkv")
-    assert store.exists(Layout(load_settings()).plan(video.video_id))  # keep_work kept it
+    layout = Layout(load_settings())
+    assert store.exists(layout.plan(video.video_id))  # keep_work kept it
+    styled = store.download(layout.chunk_frames(video.video_id, 0, "out"), tmp_path / "styled.tar")
+    png = next(read_tar(styled))[1]
+    idat = png[png.index(b"IDAT") + 4:]
+    assert zlib.decompressobj().decompress(idat)[0] == 2  # rows deflated behind the "Up" filter
 
 
 @pytest.mark.timeout(300)

@@ -138,7 +138,8 @@ def chunk_tasks(run: VideoRun, chunks: list[dict]) -> list[dict]:
             conn_id=run.settings.wasb_conn_id, container=run.settings.container, video_blob=run.video.blob,
             video_id=run.vid, chunk_index=c.index, chunk_label=c.label, frames=c.frames,
             input_dir=run.layout.chunk_dir(run.vid, c.index, "in"),
-            output_dir=run.layout.chunk_dir(run.vid, c.index, "out"), model=run.params.style, **options,
+            output_dir=run.layout.chunk_dir(run.vid, c.index, "out"), model=run.params.style,
+            png_level=run.settings.styled_png_level, **options,
         )
         items.append(task.to_dict() | {"backend": run.params.backend})
     return items

@@ -26,6 +26,7 @@ class ChunkTask:
     batch_size: int
     precision: str = "auto"
     compile: bool = False
+    png_level: int = 0  # zlib level of the styled PNGs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,5 +73,5 @@ def scorer_args(task: ChunkTask, model: str, input_dir: str, output_dir: str, re
     """The scoring command line, after the interpreter: identical for every backend."""
     args = ["-m", "scoring", "stylize", "--model", model, "--input", input_dir, "--output", output_dir,
             "--batch-size", str(task.batch_size), "--precision", task.precision, "--device", device,
-            "--result", result]
+            "--png-level", str(task.png_level), "--result", result]
     return [*args, "--compile"] if task.compile else args
