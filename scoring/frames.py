@@ -47,14 +47,19 @@ def encode_png(frame: np.ndarray, level: int = 0) -> bytes:
         filtered[0, 1:] = rows[0]
         np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 wraps mod 256, as PNG wants
     packer = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
-    idat = packer.compress(filtered.data) + packer.flush()
+    idat = (packer.compress(filtered.data), packer.flush())
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    # One join at the end: the frame-sized IDAT is copied once, not once per concatenation.
+    return b"".join([_PNG_SIGNATURE, *_png_chunk(b"IHDR", header), *_png_chunk(b"IDAT", *idat),
+                     *_png_chunk(b"IEND")])
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(kind))  # chained: no copy of a frame-sized IDAT
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+def _png_chunk(kind: bytes, *data: bytes) -> list[bytes]:
+    """A PNG chunk's parts: length, type, data, CRC of type and data."""
+    crc = zlib.crc32(kind)
+    for part in data:
+        crc = zlib.crc32(part, crc)
+    return [struct.pack(">I", sum(map(len, data))), kind, *data, struct.pack(">I", crc)]
 
 
 def read_tar(path: Path) -> Iterator[tuple[str, bytes]]:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run the pipeline on any local video: upload to the embedded Azurite, run the same
-# video_stylize DAG, download the result into out/. Extra options: --style NAME|PATH,
-# --chunk-frames N, --output-height H, --crf Q, --backend local|azureml, --out DIR. Prints the result path last.
+# video_stylize DAG, download the result into out/ (options: see the usage line below).
+# Prints the result path last.
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-[ $# -ge 1 ] || { echo "usage: $0 VIDEO [--style NAME] [--chunk-frames N] [--output-height H] [--out DIR]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 VIDEO [--style NAME|PATH] [--chunk-frames N] [--output-height H] [--crf Q] [--backend local|azureml] [--out DIR]" >&2; exit 2; }
 "$here/bootstrap.sh" >&2
 "$here/azurite.sh" start >&2
 source "$here/env.sh"

@@ -163,6 +163,14 @@ def submit(task: ChunkTask) -> tuple[StylizeChunkOperator, TaskDeferred]:
     return op, deferred.value
 
 
+def submit_hanging(azureml: FakeMLClient, task: ChunkTask) -> tuple[StylizeChunkOperator, TaskDeferred, str]:
+    """Submit a chunk whose job runs until released; returns once the job is Running."""
+    azureml.jobs.behaviour = lambda job: "hang"
+    op, deferred = submit(task)
+    azureml.jobs.wait_until(deferred.trigger.job_name, "Running")
+    return op, deferred, deferred.trigger.job_name
+
+
 def wait(deferred: TaskDeferred) -> dict:
     """What the triggerer does: rebuild the trigger from its serialized form, run it to its event."""
     from airflow.sdk._shared.module_loading import import_string
@@ -217,10 +225,7 @@ def test_a_failed_job_fails_its_chunk_with_the_job_and_its_error_and_the_retry_r
 
 @pytest.mark.timeout(180)
 def test_a_retry_while_the_job_still_runs_reattaches_instead_of_paying_twice(azureml, staged):
-    azureml.jobs.behaviour = lambda job: "hang"
-    _, first = submit(staged)
-    name = first.trigger.job_name
-    azureml.jobs.wait_until(name, "Running")
+    _, _, name = submit_hanging(azureml, staged)
     op, again = submit(staged)  # the worker was lost; the task's retry runs execute() anew
     assert again.trigger.job_name == name and azureml.jobs.submitted == [name]
     azureml.jobs.release(name)
@@ -242,10 +247,7 @@ def test_a_retry_after_the_job_completed_takes_its_output_without_a_new_job(azur
 
 @pytest.mark.timeout(120)
 def test_killing_the_task_or_marking_it_failed_cancels_the_job(azureml, staged):
-    azureml.jobs.behaviour = lambda job: "hang"
-    op, deferred = submit(staged)
-    name = deferred.trigger.job_name
-    azureml.jobs.wait_until(name, "Running")
+    op, deferred, name = submit_hanging(azureml, staged)
     asyncio.run(deferred.trigger.on_kill())  # the user acted on the deferred task: the triggerer calls this
     assert azureml.jobs.cancelled == [name] and azureml.jobs.get(name).status == "Canceled"
     asyncio.run(deferred.trigger.on_kill())  # a second kill finds it ended and does nothing

@@ -21,6 +21,13 @@ def parse_wasb(ref: str) -> tuple[str, str] | None:
     return container, blob
 
 
+def require_blob(ref: str, conn_id: str) -> None:
+    """A ``wasb://container/path`` model must exist before any frame is split."""
+    container, blob = parse_wasb(ref)
+    if not BlobStore(conn_id, container).exists(blob):
+        raise FileNotFoundError(f"model {ref} does not exist")
+
+
 class BlobChanged(RuntimeError):
     """The blob is no longer the version a run pinned."""
 

@@ -8,6 +8,7 @@ cancelling a job that is hung or past its time first. Airflow's retry then submi
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -15,8 +16,8 @@ from vidstyle.azureml import jobs
 from vidstyle.azureml.hook import AzureMLHook
 from vidstyle.azureml.trigger import AzureMLJobTrigger
 from vidstyle.backends.base import ChunkTask, ComputeBackend
-from vidstyle.backends.local import builtin_model_names, require_blob
-from vidstyle.blobs import BlobStore, parse_wasb
+from vidstyle.backends.local import builtin_model_names
+from vidstyle.blobs import BlobStore, parse_wasb, require_blob
 from vidstyle.config import Settings, load_settings
 
 
@@ -51,16 +52,17 @@ class AzureMLBackend(ComputeBackend):
         spec, model_uri = jobs.JobSpec.from_settings(settings), self._model_uri(task.model, settings)
         store = BlobStore(task.conn_id, task.container)
         client = AzureMLHook(settings.azureml_conn_id).get_conn()
+        earlier_result = functools.cache(lambda: self._result(store, task))  # read once, if at all
         job, reattached = jobs.submit_or_reattach(
             client, task, run_id, lambda name: jobs.build_job(task, name, spec, model_uri, run_id),
-            output_ready=lambda: self._result(store, task) is not None,
+            output_ready=lambda: earlier_result() is not None,
         )
         self._job_name = job.name
         operator.log.info("%s: %s Azure ML job %s (%s) on %s: %s", task.where,
                           "reattached to" if reattached else "submitted", job.name, job.status,
                           settings.azureml_compute, job.studio_url)
-        if job.status == jobs.COMPLETED:
-            return self._collect(store, task, job.name)
+        if job.status == jobs.COMPLETED:  # only a reattached job: its output was just checked
+            return self._collect(earlier_result(), task, job.name)
         wait = settings.azureml_job_timeout_minutes + settings.azureml_queue_timeout_minutes
         operator.defer(
             trigger=AzureMLJobTrigger(
@@ -76,7 +78,7 @@ class AzureMLBackend(ComputeBackend):
         self._job_name = name
         if event["status"] == "success":
             operator.log.info("%s: Azure ML job %s completed: %s", task.where, name, event.get("studio_url"))
-            return self._collect(BlobStore(task.conn_id, task.container), task, name)
+            return self._collect(self._result(BlobStore(task.conn_id, task.container), task), task, name)
         self.cancel(operator, task)  # a hung or timed-out job still holds a node; an ended one is left be
         raise AzureMLJobFailed(f"{task.chunk_label}: Azure ML job {name} ended {event['status']} "
                                f"(job status {status}): {event.get('error') or 'no error given'}; "
@@ -100,8 +102,8 @@ class AzureMLBackend(ComputeBackend):
             return None
         return result
 
-    def _collect(self, store: BlobStore, task: ChunkTask, job_name: str) -> dict:
-        result = self._result(store, task)
+    @staticmethod
+    def _collect(result: dict | None, task: ChunkTask, job_name: str) -> dict:
         if result is None:
             raise AzureMLJobFailed(f"{task.chunk_label}: Azure ML job {job_name} completed but left no complete "
                                    f"output ({task.frames} frames and result.json) in {task.output_dir}")

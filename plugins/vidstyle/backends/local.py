@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.backends.base import EXIT_BAD_INPUT, ChunkTask, ComputeBackend, ScorerRejected, scorer_args
-from vidstyle.blobs import BlobStore, parse_wasb
+from vidstyle.blobs import BlobStore, parse_wasb, require_blob
 from vidstyle.config import Settings
 
 SCORING_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds scoring/
@@ -33,13 +33,6 @@ def fetch_model(ref: str, conn_id: str, folder: Path) -> str:
     if store.exists(sidecar):
         store.download(sidecar, path.with_suffix(".json"))
     return str(path)
-
-
-def require_blob(ref: str, conn_id: str) -> None:
-    """A ``wasb://`` model must exist before any frame is split."""
-    container, blob = parse_wasb(ref)
-    if not BlobStore(conn_id, container).exists(blob):
-        raise FileNotFoundError(f"model {ref} does not exist")
 
 
 # As scoring.checkpoint.CHECKPOINT_SUFFIXES; read here without importing torch into Airflow.
