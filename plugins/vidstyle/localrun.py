@@ -33,7 +33,7 @@ def load_dag(dag_id: str = "video_stylize"):
     return bag.dags[dag_id]
 
 
-def run_file(video: Path, out_dir: Path, **params) -> dict[str, Path]:
+def run_file(video: Path, out_dir: Path, return_run: bool = False, **params):
     settings = load_settings()
     if not video.is_file():
         raise FileNotFoundError(f"{video} does not exist")
@@ -53,7 +53,7 @@ def run_file(video: Path, out_dir: Path, **params) -> dict[str, Path]:
     local = {}
     for kind, name in outputs.items():
         local[kind] = store.download(name, out_dir / Path(name).name)
-    return local
+    return (local, dagrun) if return_run else local
 
 
 def main(argv: list[str] | None = None) -> int:
