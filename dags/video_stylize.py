@@ -1,4 +1,4 @@
-"""Restyle one video: probe, extract audio, split into chunks, score each chunk, stitch, merge.
+"""Restyle one video: split it into chunks, score each chunk, stitch the segments, merge the audio.
 
 Started by the arrival watcher, the backlog sweep, or by hand from the trigger form.
 """
@@ -39,52 +39,37 @@ def video_stylize():
     def start() -> dict:
         run = _run()
         with failing_well("start", run.params.video_blob):
-            return steps.start(run, get_current_context()["run_id"])
+            return steps.start(run)
 
     @task
-    def probe(video: dict) -> dict:
+    def split(video: dict) -> list[dict]:
+        """Returns the chunks' work items (mapped over); its summary goes out as XCom "summary"."""
         run = _run(video)
-        with failing_well("probe", run.video.blob):
-            return steps.probe(run)
+        with failing_well("split", run.video.blob):
+            result = steps.split(run)
+        get_current_context()["ti"].xcom_push(key="summary", value={k: v for k, v in result.items() if k != "chunks"})
+        return result["chunks"]
 
     @task
-    def extract_audio(video: dict, info: dict) -> str:
-        if not info["has_audio"]:
+    def extract_audio(video: dict, split_summary: dict) -> dict:
+        if not split_summary["source"]["has_audio"]:
             raise AirflowSkipException("the source has no audio stream")
         run = _run(video)
         with failing_well("extract_audio", run.video.blob):
             return steps.extract_audio(run)
 
-    @task
-    def split_frames(video: dict, info: dict) -> list[dict]:
-        run = _run(video)
-        with failing_well("split_frames", run.video.blob):
-            chunks = steps.split(run)
-        return steps.chunk_tasks(run, chunks)
-
-    @task
-    def verify_frames(video: dict) -> list[dict]:
-        run = _run(video)
-        with failing_well("verify_frames", run.video.blob):
-            return steps.chunk_results(run)
-
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when extract_audio is skipped (no audio)
     def stitch(video: dict) -> dict:
         run = _run(video)
         with failing_well("stitch", run.video.blob):
             return steps.stitch(run)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when extract_audio is skipped (no audio)
-    def merge_audio(video: dict, info: dict) -> dict:
-        run = _run(video)
-        with failing_well("merge_audio", run.video.blob):
-            return steps.merge_audio(run, info["has_audio"])
-
     @task
-    def publish(video: dict, info: dict, final: dict, results: list[dict], stitched: dict) -> dict:
+    def publish(video: dict, split_summary: dict, stitched: dict) -> dict:
         run = _run(video)
+        audio = get_current_context()["ti"].xcom_pull(task_ids="extract_audio")  # None: no audio
         with failing_well("publish", run.video.blob):
-            manifest = steps.publish(run, get_current_context()["run_id"], info, final, results, stitched)
+            manifest = steps.publish(run, split_summary, audio, stitched)
         return {"output": manifest["outputs"]["video"], "frames": manifest["frames"]}
 
     @task
@@ -94,9 +79,9 @@ def video_stylize():
             return steps.cleanup(run)
 
     video = start()
-    info = probe(video)
-    audio = extract_audio(video, info)
-    chunks = split_frames(video, info)
+    chunks = split(video)
+    summary = chunks["summary"]
+    audio = extract_audio(video, summary)
     scored = StylizeChunkOperator.partial(
         task_id="stylize_chunk",
         pool=settings.scoring_pool,
@@ -105,12 +90,9 @@ def video_stylize():
         retry_exponential_backoff=True,
         map_index_template="{{ task.work['chunk_label'] }}",
     ).expand(work=chunks)
-    results = verify_frames(video)
     stitched = stitch(video)
-    final = merge_audio(video, info)
-    published = publish(video, info, final, results, stitched)
-    scored >> results >> stitched >> final << audio
-    published >> cleanup(video)
+    [scored, audio] >> stitched
+    publish(video, summary, stitched) >> cleanup(video)
 
 
 video_stylize()

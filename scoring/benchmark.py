@@ -1,18 +1,22 @@
-"""Benchmark: the reference per-frame loop vs. the pure-forward ceiling vs. our engine.
+"""Benchmark: the reference per-frame loop vs. the pure-forward ceiling vs. a chunk as the pipeline runs it.
 
+    python -m scoring.benchmark --model pop-art --size 640x360                # the pipeline's defaults
     python -m scoring.benchmark --model pop-art --size 640x360 --compile
+    python -m scoring.benchmark --model pop-art --size 1920x1080 --device cuda  # on a GPU node
 
 On the same frames and checkpoint, in one run:
   1. baseline: what the reference architecture does (JPEG files through PIL, batch 1, fp32,
      one frame at a time, each result written as a JPEG);
   2. ceiling: the model's forward pass alone at the chosen batch size and precision, on
      tensors already on the device;
-  3. engine: ``scoring.engine`` end to end, chunk tar of PNGs in, chunk tar of PNGs out.
-It prints frames/s for each, engine/baseline, engine/ceiling, the engine's deviation from a
-plain fp32 per-frame run (0-255 scale), peak memory, and the conditions. The three run in
-interleaved rounds (``--rounds``, default 8) and each figure is its best round: on a shared
-machine noise only ever slows a run, and many short interleaved rounds keep a slow spell from
-favouring one of them.
+  3. chunk: what a chunk task runs, ``python -m scoring stylize`` in its own process on a chunk
+     folder (an H.264 piece, as the split cuts it, and its chunk.json) to an H.264 segment:
+     process start-up, model load and compile included (``chunk_fps``), and its frames/s once
+     running (``chunk_steady_fps``).
+It prints frames/s for each, the ratios, the scorer's deviation from a plain fp32 per-frame
+run (0-255 scale), the chunk process's peak memory, and the conditions. The three run in
+interleaved rounds (``--rounds``, default 3) and each figure is its best round: on a shared
+machine noise only ever slows a run down.
 """
 
 from __future__ import annotations
@@ -21,18 +25,24 @@ import argparse
 import json
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from PIL import Image
 
 from scoring.checkpoint import load_model
-from scoring.engine import Scorer, auto_batch_size, pick_device, stylize_stream
-from scoring.frames import TarFrameWriter, decode_image, encode_png, read_tar
+from scoring.chunk import ChunkSpec, Encoding, even_size
+from scoring.engine import Scorer, auto_batch_size, pick_device
 from scoring.transformer_net import stylize_batch
+
+RATE = Fraction(30000, 1001)
 
 
 def make_frames(count: int, width: int, height: int) -> list[np.ndarray]:
@@ -87,44 +97,68 @@ def run_ceiling(scorer: Scorer, frames: list[np.ndarray], batch: int, repeats: i
     return batch * repeats / (time.perf_counter() - start)
 
 
-def write_input(frames: list[np.ndarray], tar: Path) -> Path:
-    """The engine's input as production hands it over: a chunk tar of lossless PNGs."""
-    src = TarFrameWriter(tar)
-    for i, f in enumerate(frames):
-        src.write(f"{i:08d}.png", encode_png(f, level=1))  # deflated, as the frame split writes them
-    src.close()
-    return tar
+def make_chunk(frames: list[np.ndarray], folder: Path) -> Path:
+    """A chunk folder as the split makes it: an H.264 piece (x264 at CRF 18, as a source would
+    be) holding the frames at 29.97 fps, and the chunk.json that selects them all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    height, width, _ = frames[0].shape
+    tb = Fraction(1, RATE.numerator)
+    with av.open(str(folder / "piece.nut"), "w", format="nut", options={"avoid_negative_ts": "disabled"}) as out:
+        stream = out.add_stream("libx264", rate=RATE, options={"crf": "18", "preset": "medium"})
+        stream.width, stream.height, stream.pix_fmt = *even_size(width, height), "yuv420p"
+        stream.codec_context.time_base = stream.time_base = tb
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                width=stream.width, height=stream.height, format="yuv420p")
+            frame.pts, frame.time_base = i * RATE.denominator, tb
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    pts = [i * RATE.denominator for i in range(len(frames))]
+    spec = ChunkSpec(video="benchmark", label=f"chunk 1/1, frames 0-{len(frames) - 1}", first_frame=0,
+                     piece="piece.nut", select_time_base=str(tb), select=pts, time_base=str(tb), pts=pts,
+                     last_duration=RATE.denominator, rotation=0, model_size=(width, height),
+                     size=even_size(width, height), encoding=Encoding(frame_rate=str(RATE)))
+    (folder / "chunk.json").write_text(spec.to_json())
+    return folder
 
 
-def run_engine(scorer: Scorer, batch: int, tmp: Path, decode_threads: int = 2,
-               png_level: int = 0) -> tuple[float, Path]:
-    warm = TarFrameWriter(tmp / "warm.tar")
-    stylize_stream(scorer, list(read_tar(tmp / "in.tar"))[:batch], warm.write, batch_size=batch)
-    warm.close()
-    out = TarFrameWriter(tmp / "out.tar")
-    stats = stylize_stream(scorer, read_tar(tmp / "in.tar"), out.write, batch_size=batch,
-                           decode_threads=decode_threads, png_level=png_level)
-    out.close()
-    return stats.fps, tmp / "out.tar"
+def run_chunk(a: argparse.Namespace, chunk: Path, out: Path) -> dict:
+    """``python -m scoring stylize`` on the chunk, in its own process, as the local backend runs it."""
+    args = [sys.executable, "-m", "scoring", "stylize", "--model", a.model, "--input", str(chunk), "--output",
+            str(out), "--batch-size", str(a.batch_size), "--precision", a.precision, "--device", a.device,
+            "--result", str(out / "result.json"), "--log-every", "600", *(["--compile"] if a.compile else [])]
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"the chunk failed: {done.stderr[-2000:]}")
+    result = json.loads((out / "result.json").read_text())
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    return result | {"wall_seconds": wall, "peak_rss_mib": peak}
 
 
-def deviation(model: torch.nn.Module, frames: list[np.ndarray], out_tar: Path, sample: int) -> tuple[float, int]:
-    """Mean and max |engine - fp32 per-frame reference| in 0-255 steps, on ``sample`` frames."""
+def deviation(model: torch.nn.Module, scorer: Scorer, frames: list[np.ndarray]) -> tuple[float, int]:
+    """Mean and max |scorer - fp32 per-frame reference| in 0-255 steps: the scorer's own numerics
+    (precision, compile), before the segment's H.264 encode."""
     diffs = []
-    outs = [decode_image(data) for _, data in read_tar(out_tar)]
-    for frame, got in list(zip(frames, outs, strict=True))[:sample]:
+    for frame in frames:
+        got = scorer(frame[None])[0]
         ref = stylize_batch(model, torch.from_numpy(frame)[None])[0].numpy()
         diffs.append(np.abs(got.astype(int) - ref.astype(int)))
     d = np.stack(diffs)
     return float(d.mean()), int(d.max())
 
 
-def peak_memory(device: torch.device) -> str:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    text = f"{rss:.0f} MiB host (peak RSS)"
-    if device.type == "cuda":
-        text += f", {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB GPU"
-    return text
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def forward_only(a: argparse.Namespace, scorer: Scorer, frames: list[np.ndarray], batch: int) -> int:
@@ -141,16 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scoring.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="pop-art")
     p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
-    p.add_argument("--frames", type=int, default=24, help="frames per round")
-    p.add_argument("--baseline-frames", type=int, default=0, help="frames for the slow baseline (0: all)")
-    p.add_argument("--batch-size", type=int, default=0, help="0: the engine's automatic choice")
+    p.add_argument("--frames", type=int, default=240, help="frames in the chunk (the pipeline's default chunk)")
+    p.add_argument("--baseline-frames", type=int, default=48, help="frames for the slow reference loop, each round")
+    p.add_argument("--batch-size", type=int, default=0, help="0: the scorer's automatic choice (as the pipeline)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--decode-threads", type=int, default=2, help="engine's PNG decode threads")
-    p.add_argument("--png-level", type=int, choices=range(10), default=0, metavar="0-9",
-                   help="zlib level of the engine's output PNGs (as `scoring stylize --png-level`)")
-    p.add_argument("--rounds", type=int, default=8,
+    p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds of all three; each figure is its best round (noise only slows)")
     p.add_argument("--forward-only", action="store_true",
                    help="measure only the model's forward pass (the ceiling), e.g. for the pipeline benchmark")
@@ -165,27 +196,32 @@ def main(argv: list[str] | None = None) -> int:
     frames = make_frames(a.frames, width, height)
     if a.forward_only:
         return forward_only(a, scorer, frames, batch)
-    rounds: dict[str, list[float]] = {"baseline": [], "ceiling": [], "engine": []}
+    rounds: dict[str, list[float]] = {"baseline": [], "ceiling": [], "chunk": []}
+    chunks = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        write_input(frames, tmp_path / "in.tar")
+        chunk = make_chunk(frames, tmp_path / "chunk")
         # Interleaved, so slow spells of a shared machine hit all three alike rather than one.
-        for _ in range(max(1, a.rounds)):
-            rounds["baseline"].append(run_baseline(model, frames[: a.baseline_frames or None], tmp_path))
-            rounds["ceiling"].append(run_ceiling(scorer, frames, batch, repeats=max(2, a.frames // batch)))
-            engine_fps, out_tar = run_engine(scorer, batch, tmp_path, a.decode_threads, a.png_level)
-            rounds["engine"].append(engine_fps)
-        mean_dev, max_dev = deviation(model, frames, out_tar, sample=min(8, a.frames))
-    baseline, ceiling, engine = (max(rounds[k]) for k in ("baseline", "ceiling", "engine"))
+        for r in range(max(1, a.rounds)):
+            rounds["baseline"].append(run_baseline(model, frames[: a.baseline_frames], tmp_path))
+            rounds["ceiling"].append(run_ceiling(scorer, frames, batch, repeats=max(2, min(a.frames, 48) // batch)))
+            chunks.append(run_chunk(a, chunk, tmp_path / f"out-{r}"))
+            rounds["chunk"].append(a.frames / chunks[-1]["wall_seconds"])
+        mean_dev, max_dev = deviation(model, scorer, frames[:4])
+    best = max(chunks, key=lambda c: a.frames / c["wall_seconds"])
+    baseline, ceiling = max(rounds["baseline"]), max(rounds["ceiling"])
+    chunk_fps, steady = a.frames / best["wall_seconds"], max(c["fps"] for c in chunks)
     figures = {
-        "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads",
         "model": f"{info.path.name} (width {info.width}, blocks {info.blocks})", "resolution": f"{width}x{height}",
-        "frames": a.frames, "batch_size": batch, "precision": scorer.precision, "compiled": scorer.compiled,
-        "output_png_level": a.png_level,
-        "baseline_fps": round(baseline, 2), "ceiling_fps": round(ceiling, 2), "engine_fps": round(engine, 2),
-        "engine_vs_baseline": round(engine / baseline, 2), "engine_vs_ceiling": round(engine / ceiling, 3),
-        "deviation_mean_255": round(mean_dev, 3), "deviation_max_255": max_dev, "peak_memory": peak_memory(device),
+        "frames": a.frames, "batch_size": best["batch_size"], "precision": best["precision"],
+        "compiled": best["compiled"], "encoder": best["encoder"],
+        "baseline_fps": round(baseline, 2), "ceiling_fps": round(ceiling, 2), "chunk_fps": round(chunk_fps, 2),
+        "chunk_steady_fps": round(steady, 2), "chunk_startup_seconds": round(best["wall_seconds"] - best["seconds"], 1),
+        "chunk_vs_baseline": round(chunk_fps / baseline, 2), "chunk_vs_ceiling": round(steady / ceiling, 3),
+        "deviation_mean_255": round(mean_dev, 3), "deviation_max_255": max_dev,
+        "chunk_peak_rss": f"{max(c['peak_rss_mib'] for c in chunks):.0f} MiB",
         "rounds": {k: [round(v, 2) for v in vs] for k, vs in rounds.items()},
     }
     width_col = max(map(len, figures))

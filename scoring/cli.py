@@ -1,14 +1,19 @@
 """Command line: ``python -m scoring stylize --model NAME --input IN --output OUT``.
 
 The same command runs on a worker (local backend), inside an Azure ML job, or on a laptop.
-IN is a frame tar, or a folder of frame tars and/or loose images; OUT mirrors it. The last
-line printed is ``RESULT {json}`` so a caller can read the figures without parsing logs.
+IN is a chunk folder (``chunk.json`` and the piece it names, as the pipeline's split writes
+them): OUT then receives ``segment.mp4``, the chunk's frames stylized and encoded with the
+source's timing, and the before/after ``preview.png`` when the chunk holds the video's
+preview frame. IN may also be a folder of images: OUT then gets one PNG per image.
+The last line printed is ``RESULT {json}`` so a caller can read the figures without parsing logs.
+
+Exit codes: 0 done; 2 the input or the model cannot be used (retrying will not help);
+1 anything else (a retry may help: a lost GPU, a full disk).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -17,23 +22,9 @@ from pathlib import Path
 import torch
 
 from scoring.checkpoint import ModelLoadError, builtin_models, load_model
-from scoring.engine import RunStats, Scorer, auto_batch_size, pick_device, stylize_stream
-from scoring.frames import FolderFrameWriter, TarFrameWriter, image_paths, read_folder, read_tar, tar_names
+from scoring.engine import DeviceError, RunStats, Scorer, auto_batch_size, pick_device, stylize_stream
 
-
-def _jobs(src: Path, dst: Path) -> list[tuple[str, Path, Path]]:
-    """(kind, input, output) pairs: one per tar, plus one for the loose images of a folder."""
-    if src.is_file():
-        out = dst / src.name if dst.is_dir() else dst
-        return [("tar", src, out)]
-    if not src.is_dir():
-        raise FileNotFoundError(f"input {src} does not exist")
-    jobs = [("tar", p, dst / p.name) for p in sorted(src.glob("*.tar"))]
-    if image_paths(src):
-        jobs.append(("folder", src, dst))
-    if not jobs:
-        raise FileNotFoundError(f"input {src} holds no frame tars or images")
-    return jobs
+EXIT_BAD_INPUT = 2
 
 
 def _progress_printer(label: str, every_s: float):
@@ -50,63 +41,112 @@ def _progress_printer(label: str, every_s: float):
     return show
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
+def _folder_bytes(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def stylize_chunk(args: argparse.Namespace, scorer: Scorer, model_width: int) -> dict:
+    """A chunk folder in, an encoded segment (and maybe the preview) out."""
+    from scoring.chunk import PREVIEW_NAME, SEGMENT_NAME, SPEC_NAME, ChunkSpec
+    from scoring.video import SegmentWriter, read_chunk
+
+    src, out = Path(args.input), Path(args.output)
+    spec = ChunkSpec.load(src)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = SegmentWriter(out / SEGMENT_NAME, spec)
+    before: dict[int, object] = {}
+
+    def frames():
+        for i, frame in enumerate(read_chunk(src / spec.piece, spec)):
+            if i == spec.preview:
+                before[i] = frame
+            yield i, frame
+
+    def write(i: int, styled) -> None:
+        writer.write(styled)
+        if i == spec.preview:
+            save_preview(before.pop(i), styled, out / PREVIEW_NAME)
+
+    width, height = spec.model_size
+    batch = args.batch_size or auto_batch_size(scorer.device, lambda: (height, width), model_width)
+    try:
+        stats = stylize_stream(scorer, frames(), write, batch_size=batch, total=spec.frames,
+                               progress=_progress_printer(spec.label, args.log_every))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"frames": stats.frames, "seconds": stats.seconds, "model_seconds": stats.model_seconds,
+            "encoder": writer.encoder, "batch_size": batch,
+            "bytes_in": _folder_bytes(src / SPEC_NAME, src / spec.piece),
+            "bytes_out": _folder_bytes(out / SEGMENT_NAME, out / PREVIEW_NAME)}
+
+
+def stylize_images(args: argparse.Namespace, scorer: Scorer, model_width: int) -> dict:
+    """A folder of images in, one PNG per image out (same names)."""
+    from scoring.frames import FolderFrameWriter, image_paths, read_folder
+
+    src = Path(args.input)
+    count = len(image_paths(src))
+    if not count:
+        raise FileNotFoundError(f"input {src} holds no chunk.json and no images")
+    writer = FolderFrameWriter(Path(args.output), args.png_level)
+    batch = args.batch_size or 1
+    stats = stylize_stream(scorer, read_folder(src), writer.write, batch_size=batch, total=count,
+                           progress=_progress_printer(src.name, args.log_every))
+    return {"frames": stats.frames, "seconds": stats.seconds, "model_seconds": stats.model_seconds,
+            "batch_size": batch}
+
+
+def save_preview(before, after, path: Path, height: int = 360) -> None:
+    """Before and after, side by side, at a height fit for a manifest page."""
+    import numpy as np
+    from PIL import Image
+
+    pair = Image.fromarray(np.concatenate([before, after], axis=1))
+    pair.resize((max(2, round(pair.width * height / pair.height)), height), Image.LANCZOS).save(path)
+
+
+def cmd_stylize(args: argparse.Namespace, started: float) -> int:
+    from scoring.chunk import SPEC_NAME, ChunkSpecError
+    from scoring.video import PieceError
+
     torch.set_num_threads(args.threads) if args.threads else None
     try:
-        model, info = load_model(args.model, device)
-    except ModelLoadError as exc:
+        device = pick_device(args.device)
+    except DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     try:
+        model, info = load_model(args.model, device)
         scorer = Scorer(model, device, args.precision, compile=args.compile)
-    except ValueError as exc:
+    except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"model {info.path.name} (width {info.width}, blocks {info.blocks}) on {device}, "
           f"{scorer.precision}{', compiled' if scorer.compiled else ''}", flush=True)
-    total, outputs = RunStats(), {}
-    for kind, src, dst in _jobs(Path(args.input), Path(args.output)):
-        if kind == "tar":
-            frames, count, writer = read_tar(src), len(tar_names(src)), TarFrameWriter(dst)
-        else:
-            count = len(image_paths(src))
-            frames, writer = read_folder(src), FolderFrameWriter(dst)
-        batch = args.batch_size or auto_batch_size(device, functools.partial(frames_shape, kind, src), info.width)
-        stats = stylize_stream(
-            scorer, frames, writer.write, batch_size=batch, total=count,
-            progress=_progress_printer(src.name, args.log_every), png_level=args.png_level,
-        )
-        writer.close()
-        if stats.frames != count:
-            print(f"error: {src}: {count} frames in, {stats.frames} out", file=sys.stderr)
-            return 1
-        outputs[dst.name] = {"frames": stats.frames, "first": stats.names[0] if stats.names else None,
-                             "last": stats.names[-1] if stats.names else None}
-        total.frames += stats.frames
-        total.seconds += stats.seconds
-        total.model_seconds += stats.model_seconds
-    result = {
-        "frames": total.frames, "seconds": round(total.seconds, 3), "fps": round(total.fps, 3),
-        "model_seconds": round(total.model_seconds, 3), "device": str(device), "model": info.path.name,
+    run = stylize_chunk if (Path(args.input) / SPEC_NAME).is_file() else stylize_images
+    try:
+        figures = run(args, scorer, info.width)
+    except (ChunkSpecError, PieceError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    total = time.monotonic() - started
+    result = figures | {
+        "seconds": round(figures["seconds"], 3), "model_seconds": round(figures["model_seconds"], 3),
+        "fps": round(figures["frames"] / figures["seconds"], 3) if figures["seconds"] else 0.0,
+        # start-up (torch import, model load, compile) included: what a chunk task waits for
+        "total_seconds": round(total, 3), "startup_seconds": round(total - figures["seconds"], 3),
+        "device": str(device), "model": info.path.name, "precision": scorer.precision, "compiled": scorer.compiled,
     }
     if args.result:
         Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.result).write_text(json.dumps(result | {"outputs": outputs}, indent=2))
+        Path(args.result).write_text(json.dumps(result, indent=2))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
 
-def frames_shape(kind: str, src: Path) -> tuple[int, int]:
-    """Height and width of the first frame (for sizing batches)."""
-    from scoring.frames import decode_image
-
-    _, data = next(iter(read_tar(src) if kind == "tar" else read_folder(src)))
-    h, w, _ = decode_image(data).shape
-    return h, w
-
-
-def cmd_preview(args: argparse.Namespace) -> int:
+def cmd_preview(args: argparse.Namespace, started: float) -> int:
     """Before and after, side by side: how a model looks on a photo of your own."""
     import numpy as np
     from PIL import Image
@@ -117,7 +157,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         model, _ = load_model(args.model)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     with Image.open(args.image) as img:
         photo = np.array(img.convert("RGB"))
     with torch.inference_mode():
@@ -128,7 +168,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(_: argparse.Namespace) -> int:
+def cmd_models(_: argparse.Namespace, started: float) -> int:
     for name, path in builtin_models().items():
         print(f"{name}\t{path}")
     return 0
@@ -137,16 +177,16 @@ def cmd_models(_: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("stylize", help="stylize a frame tar or a folder of frames")
+    st = sub.add_parser("stylize", help="stylize a chunk folder (video) or a folder of images")
     st.add_argument("--model", required=True, help="built-in model name or checkpoint path")
-    st.add_argument("--input", required=True, help="frame tar, or folder of tars and/or images")
-    st.add_argument("--output", required=True, help="output tar or folder")
+    st.add_argument("--input", required=True, help="chunk folder (chunk.json + piece) or folder of images")
+    st.add_argument("--output", required=True, help="output folder")
     st.add_argument("--batch-size", type=int, default=0, help="frames per forward pass (0: automatic)")
     st.add_argument("--precision", default="auto", help="auto (GPU fp16, CPU fp32), fp32, bf16, fp16")
     st.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
-    st.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    st.add_argument("--png-level", type=int, choices=range(10), default=0, metavar="0-9",
-                    help="zlib level of the output PNGs: 0 stores them (fastest, about 2x the bytes)")
+    st.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (a GPU asked for must be usable)")
+    st.add_argument("--png-level", type=int, choices=range(10), default=1, metavar="0-9",
+                    help="zlib level of output PNGs, for a folder of images (0 stores them)")
     st.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     st.add_argument("--result", help="also write the summary as JSON to this file")
     st.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")
@@ -160,6 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return args.func(args, time.monotonic() if started is None else started)

@@ -1,23 +1,21 @@
 """Batched inference over a stream of frames, with decode and encode overlapping the model.
 
-reader thread (decode) -> bounded queue -> model in batches -> bounded queue -> writer thread
-(encode + write). Queues are bounded, so memory stays flat however long the chunk is.
+reader thread (pulls the frame iterator: decoding) -> bounded queue -> model in batches ->
+bounded queue -> writer thread (the write callback: encoding). Queues are bounded, so memory
+stays flat however long the chunk is.
 """
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from scoring.frames import decode_image, encode_png, png_name
 from scoring.transformer_net import stylize_batch
 
 _DONE = object()
@@ -28,17 +26,40 @@ class RunStats:
     frames: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0
-    names: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
+class DeviceError(RuntimeError):
+    """The requested device is not usable on this machine."""
+
+
 def pick_device(requested: str = "auto") -> torch.device:
+    """auto: the GPU when torch sees one, else the CPU. Asking for a GPU that is not usable is an
+    error naming why, never a silent fall back to a CPU (a GPU node that scores on its CPU would
+    take hours and still bill as a GPU)."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {requested}: {cuda_problem()}")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise DeviceError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def cuda_problem() -> str:
+    """Why torch sees no GPU, in words: no CUDA build, no device, or a driver too old for this build."""
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # torch reports the driver or device problem here
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot use a GPU: {exc}"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no CUDA device"
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -143,35 +164,27 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
 
 def stylize_stream(
     scorer: Scorer,
-    frames: Iterable[tuple[str, bytes]],
-    write: Callable[[str, bytes], None],
+    frames: Iterable[tuple[Hashable, np.ndarray]],
+    write: Callable[[Hashable, np.ndarray], None],
     *,
     batch_size: int = 1,
     total: int | None = None,
     progress: Callable[[RunStats, int | None], None] | None = None,
-    decode_threads: int = 2,
-    png_level: int = 0,
 ) -> RunStats:
-    """Stylize every frame of ``frames`` in order and hand each result to ``write``.
+    """Stylize every ``(key, uint8 HxWx3 frame)`` of ``frames`` in order; ``write(key, styled)`` each.
 
-    Results are PNGs at zlib ``png_level``: 0 (stored) by default, because on a CPU deflate
-    takes its time from the model, and on a GPU node it is what the GPU would wait for."""
+    ``frames`` is pulled in a reader thread and ``write`` runs in a writer thread: a lazy
+    decoder and an encoder there overlap the model in this one."""
     stats = RunStats()
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=batch_size * 3)
     encoded: queue.Queue = queue.Queue(maxsize=batch_size * 3)
-    pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
     def read() -> None:
-        # Futures keep decode parallel yet delivered in order; the window bounds memory.
-        window: collections.deque = collections.deque()
-        for name, data in frames:
-            window.append((name, pool.submit(decode_image, data)))
-            if len(window) >= batch_size * 2:
-                n, fut = window.popleft()
-                _put(decoded, (n, fut.result()), stop)
-        for n, fut in window:
-            _put(decoded, (n, fut.result()), stop)
+        for item in frames:
+            _put(decoded, item, stop)
+            if stop.is_set():
+                return
         _put(decoded, _DONE, stop)
 
     def write_all() -> None:
@@ -179,17 +192,15 @@ def stylize_stream(
             item = encoded.get()
             if item is _DONE:
                 return
-            for name, frame in item:
-                out_name = png_name(name)
-                write(out_name, encode_png(frame, png_level))
-                stats.names.append(out_name)
+            for key, frame in item:
+                write(key, frame)
 
     reader, writer = _Worker(read, "reader"), _Worker(write_all, "writer")
     start = time.perf_counter()
     reader.start()
     writer.start()
     try:
-        batch: list[tuple[str, np.ndarray]] = []
+        batch: list[tuple[Hashable, np.ndarray]] = []
         while True:
             item = _get(decoded, reader, writer)
             end = item is _DONE
@@ -209,7 +220,6 @@ def stylize_stream(
         writer.check()
     finally:
         stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -229,7 +239,7 @@ def _run_batch(scorer: Scorer, batch, stats: RunStats, encoded: queue.Queue, sto
     y = scorer(np.stack([f for _, f in batch]))
     stats.model_seconds += time.perf_counter() - t0
     stats.frames += len(batch)
-    _put(encoded, [(name, y[i]) for i, (name, _) in enumerate(batch)], stop)
+    _put(encoded, [(key, y[i]) for i, (key, _) in enumerate(batch)], stop)
 
 
 def _snapshot(stats: RunStats, start: float) -> RunStats:

@@ -1,14 +1,13 @@
-"""Lossless frame containers: a chunk is one uncompressed tar of PNG frames.
+"""Still images in and out: folders of frames, and a fast lossless PNG writer.
 
-One tar per chunk keeps blob requests proportional to chunks, not frames, while every frame
-stays a plain, lossless PNG that any tool can open. A folder of loose images works too.
+The pipeline's chunks travel as video (``scoring.video``); folders of images are for trying a
+model on stills and for tools that want frames (the benchmark's reference loop).
 """
 
 from __future__ import annotations
 
 import io
 import struct
-import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,58 +61,26 @@ def _png_chunk(kind: bytes, *data: bytes) -> list[bytes]:
     return [struct.pack(">I", sum(map(len, data))), kind, *data, struct.pack(">I", crc)]
 
 
-def read_tar(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Members of a frame tar in stored order (which is frame order)."""
-    with tarfile.open(path, mode="r:") as tar:
-        for member in tar:
-            if member.isfile():
-                yield member.name, tar.extractfile(member).read()
-
-
-def tar_names(path: Path) -> list[str]:
-    with tarfile.open(path, mode="r:") as tar:
-        return [m.name for m in tar if m.isfile()]
-
-
 def image_paths(folder: Path) -> list[Path]:
     """Loose frames in a folder, in name order (listing only: nothing is read)."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_folder(folder: Path) -> Iterator[tuple[str, bytes]]:
+def read_folder(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, RGB frame) for each image, decoded as the iterator is pulled."""
     for p in image_paths(folder):
-        yield p.name, p.read_bytes()
-
-
-class TarFrameWriter:
-    """Appends encoded frames to a tar; written to a temp name and renamed when complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._partial = path.with_name(path.name + ".partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._tar = tarfile.open(self._partial, mode="w:", format=tarfile.PAX_FORMAT)
-
-    def write(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        self._tar.addfile(info, io.BytesIO(data))
-
-    def close(self) -> None:
-        self._tar.close()
-        self._partial.replace(self.path)
+        yield p.name, decode_image(p.read_bytes())
 
 
 class FolderFrameWriter:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    """Writes each frame as a PNG named like its input (``photo.jpg`` -> ``photo.png``)."""
+
+    def __init__(self, folder: Path, png_level: int = 1) -> None:
+        self.folder, self.png_level = folder, png_level
         folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, name: str, data: bytes) -> None:
-        (self.folder / name).write_bytes(data)
-
-    def close(self) -> None:
-        pass
+    def write(self, name: str, frame: np.ndarray) -> None:
+        (self.folder / png_name(name)).write_bytes(encode_png(frame, self.png_level))
 
 
 def png_name(name: str) -> str:

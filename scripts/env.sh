@@ -13,8 +13,9 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
 export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}"
-# Plugins are also importable by DAG-parsing and task processes started outside Airflow's loader.
-export PYTHONPATH="$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+# Plugins are also importable by DAG-parsing and task processes started outside Airflow's loader;
+# the root holds scoring/, whose chunk contract the split writes (as in the Airflow image).
+export PYTHONPATH="$ROOT/plugins:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Azurite, the local Blob Storage emulator, on its standard port 10000:
 # "UseDevelopmentStorage=true" is the Azure SDK's own shorthand for it, so no key appears
 # anywhere. A real deployment defines this connection with a managed identity or SAS instead.

@@ -88,6 +88,26 @@ def make_video(path: Path, seconds: float = 1.0, size: str = "96x64", rate: str 
     return path
 
 
+def cut_chunks(video: Path, folder: Path, chunk_frames: int = 1000, output_height: int = 0) -> list[Path]:
+    """The chunk folders (chunk.json + piece.nut) the pipeline's split makes of ``video``."""
+    import shutil
+
+    from scoring.chunk import Encoding
+    from vidstyle import media
+    from vidstyle.cutting import Cutter, Geometry
+
+    info, index = media.probe(video, max_gop=2 * chunk_frames)
+    geometry = Geometry.of(info, output_height)
+
+    def emit(i: int, name: str, path: Path) -> None:
+        (folder / f"{i}").mkdir(parents=True, exist_ok=True)
+        shutil.move(path, folder / f"{i}" / name)
+
+    chunks = Cutter(video, info, index, video.name, chunk_frames, geometry,
+                    Encoding(frame_rate=info.frame_rate, sar=geometry.sar), folder / ".cut", emit).run()
+    return [folder / f"{c.index}" for c in chunks]
+
+
 @pytest.fixture
 def tiny_model(tmp_path) -> Path:
     """A small TransformerNet checkpoint in the pytorch/examples format (random weights)."""

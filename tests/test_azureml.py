@@ -16,16 +16,14 @@ import time
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from conftest import make_video
+from conftest import cut_chunks, make_video
 from fake_azureml import FakeMLClient
 
-from vidstyle import frametar
 from vidstyle.azureml import jobs, provision
 from vidstyle.azureml.hook import AzureMLHook
 from vidstyle.azureml.trigger import AzureMLJobTrigger
 from vidstyle.backends import ChunkTask
 from vidstyle.config import load_settings
-from vidstyle.layout import frame_name
 from vidstyle.operators import StylizeChunkOperator
 
 RUN_ID = "video__clip-0123456789"
@@ -58,7 +56,7 @@ def test_the_job_body_runs_the_scorer_on_the_chunk_folders_on_the_cluster():
     assert shlex.split(props["command"]) == [
         "python", "-m", "scoring", "stylize", "--model", "${{inputs.model}}", "--input", "${{inputs.frames}}",
         "--output", "${{outputs.styled}}", "--batch-size", "0", "--precision", "auto", "--device", "cuda",
-        "--png-level", "0", "--result", "${{outputs.styled}}/result.json"]
+        "--result", "${{outputs.styled}}/result.json"]
     assert props["inputs"] == {
         "frames": {"uri": "azureml://datastores/vidstyle/paths/work/clip-0123456789/chunks/00001/in/",
                    "mode": "Download", "jobInputType": "uri_folder"},
@@ -140,15 +138,12 @@ def azureml(monkeypatch, container):
 
 @pytest.fixture
 def staged(store, tmp_path) -> ChunkTask:
-    """A chunk of four small frames uploaded where split_frames would have put it."""
-    from PIL import Image
-
+    """A chunk of four frames (chunk.json + piece.nut) uploaded where the split would have put it."""
     task = chunk_task(container=store.container)
-    names = [frame_name(i) for i in range(4, 8)]
-    for i, name in enumerate(names):
-        Image.new("RGB", (32, 24), (60 * i, 100, 200)).save(tmp_path / name)
-    frametar.pack(tmp_path, names, tmp_path / "frames.tar")
-    store.upload(tmp_path / "frames.tar", task.input_dir + "frames.tar")
+    video = make_video(tmp_path / "four.mp4", seconds=4 * 1001 / 30000, size="32x24", audio=False)
+    folder = cut_chunks(video, tmp_path / "cut")[0]
+    for path in folder.iterdir():
+        store.upload(path, task.input_dir + path.name)
     return task
 
 
@@ -199,8 +194,8 @@ def test_a_chunk_job_is_submitted_deferred_on_and_its_output_collected(azureml, 
     result = op.execute_complete({"run_id": RUN_ID}, event)
     assert result["frames"] == 4 and result["device"] == "cpu"
     assert azureml.jobs.get(name).transitions == ["Preparing", "Running", "Finalizing", "Completed"]
-    assert store.exists(staged.output_dir + "frames.tar")
-    assert store.read_json(staged.output_dir + "result.json")["outputs"]["frames.tar"]["first"] == frame_name(4)
+    assert store.exists(staged.output_dir + "segment.mp4")
+    assert store.read_json(staged.output_dir + "result.json")["frames"] == 4
 
 
 @pytest.mark.timeout(180)
@@ -428,8 +423,9 @@ def test_the_dag_scores_every_chunk_as_an_azure_ml_job_and_retries_only_the_fail
         assert spec.compute == load_settings().azureml_compute and spec.environment == "vidstyle-scoring@latest"
 
     outputs = Layout(load_settings()).outputs("incoming/azure/clip.mp4", load_settings().default_style)
-    out = media.summary(store.download(outputs["video"], tmp_path / "out.mp4"))
-    assert out["frames"] == media.probe(src).frames == 30 and out["has_audio"]
+    out = store.download(outputs["video"], tmp_path / "out.mp4")
+    assert len(media.video_times(out)[0]) == len(media.video_times(src)[0]) == 30
+    assert media.audio_span(out)
     manifest = store.read_json(outputs["manifest"])
     assert [c["frames"] for c in manifest["chunks"]] == [12, 12, 6]
     assert {c["device"] for c in manifest["chunks"]} == {"cpu"}

@@ -5,14 +5,13 @@ every test here has a hard pytest timeout."""
 from __future__ import annotations
 
 import itertools
-import zlib
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pendulum
 import pytest
 from conftest import make_video
 
-from scoring.frames import read_tar
 from vidstyle.config import load_settings
 from vidstyle.layout import Layout, Video
 from vidstyle.ledger import FAILED, QUEUED, SUCCEEDED, Ledger
@@ -24,10 +23,11 @@ DAG_IDS = {"video_stylize", "video_arrivals", "video_backlog"}
 pytestmark = pytest.mark.usefixtures("serialized_dags")
 
 
-def audio_stream(path) -> dict:
-    import ffmpeg
+def relative_times(path) -> list[Fraction]:
+    from vidstyle.media import video_times
 
-    return next(s for s in ffmpeg.probe(str(path))["streams"] if s["codec_type"] == "audio")
+    times, _ = video_times(path)
+    return [t - times[0] for t in times]
 
 
 def stylize_runs(video_ids: set[str]) -> dict[str, dict]:
@@ -61,12 +61,11 @@ def test_dags_parse_without_errors():
 
 def test_processing_dag_reads_like_the_pipeline():
     dag = load_dag("video_stylize")
-    order = ["start", "probe", "split_frames", "stylize_chunk", "verify_frames", "stitch", "merge_audio", "publish",
-             "cleanup"]
+    order = ["start", "split", "stylize_chunk", "stitch", "publish", "cleanup"]
     for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
-    assert {"probe"} == dag.get_task("extract_audio").upstream_task_ids - {"start"}
-    assert "extract_audio" in dag.get_task("merge_audio").upstream_task_ids
+    assert {"split"} == dag.get_task("extract_audio").upstream_task_ids - {"start"}
+    assert {"extract_audio", "stylize_chunk"} <= dag.get_task("stitch").upstream_task_ids
     chunk = dag.get_task("stylize_chunk")
     assert chunk.pool == load_settings().scoring_pool and chunk.retries >= 1
     assert "chunk_label" in chunk.map_index_template
@@ -193,30 +192,34 @@ def test_end_to_end_video_with_audio(store, tmp_path):
 
     outputs = Layout(load_settings()).outputs("incoming/e2e/clip.mp4", load_settings().default_style)
     out = store.download(outputs["video"], tmp_path / "out.mp4")
-    source, result = media.probe(src), media.summary(out)
-    assert result["frames"] == source.frames == 30
-    assert abs(result["duration"] - source.duration) <= 1 / source.fps
-    assert result["has_audio"] and result["frame_rate"] == "30000/1001"
-    src_audio, out_audio = audio_stream(src), audio_stream(out)
-    assert abs(float(out_audio["start_time"]) - float(src_audio["start_time"])) < 0.005  # in sync
-    assert abs(float(out_audio["duration"]) - float(src_audio["duration"])) < 0.03  # none cut off
+    assert relative_times(out) == relative_times(src) == [Fraction(1001 * i, 30000) for i in range(30)]
+    src_start, src_end = media.audio_span(src)
+    out_start, out_end = media.audio_span(out)
+    times, _ = media.video_times(out)
+    assert abs(out_start - times[0] - src_start) <= Fraction(1, 1000)  # heard in sync (source: first frame at 0)
+    assert abs((out_end - out_start) - (src_end - src_start)) <= Fraction(1, 1000)  # as long, none cut off
 
     manifest = store.read_json(outputs["manifest"])
-    assert manifest["frames"] == 30 and len(manifest["chunks"]) == 4
+    assert manifest["frames"] == 30 and manifest["frame_rate"] == "30000/1001" and len(manifest["chunks"]) == 4
     assert [c["frames"] for c in manifest["chunks"]] == [8, 8, 8, 6]
-    assert all(c["seconds"] > 0 and c["fps"] > 0 for c in manifest["chunks"])
+    assert all(c["seconds"] > 0 and c["fps"] > 0 and c["encoder"] == "libx264" for c in manifest["chunks"])
     assert manifest["scoring"]["frames_per_second"] > 0
+    assert manifest["output"]["audio"]["duration"] == pytest.approx(manifest["output"]["audio"]["source_duration"],
+                                                                    abs=1e-3)
+    storage = manifest["storage"]
+    assert storage["split"]["read"] == src.stat().st_size and storage["chunks_in"] > 0
+    assert storage["total"] == sum(storage[k]["read"] + storage[k]["written"] for k in ("split", "audio", "stitch")) \
+        + storage["chunks_in"] + storage["chunks_out"]
     assert store.exists(outputs["preview"])
     video = store.video("incoming/e2e/clip.mp4")
-    assert store.list(Layout(load_settings()).work(video.video_id)) == []  # work removed on success
+    assert store.list(Layout(load_settings()).video_work(video.video_id)) == []  # work removed on success
     assert Ledger(store, Layout(load_settings())).get(video.video_id)["status"] == SUCCEEDED
 
 
 @pytest.mark.timeout(600)
-def test_end_to_end_variable_frame_rate_without_audio_keeping_work(store, tmp_path, monkeypatch):
-    from vidstyle import media
+def test_end_to_end_variable_frame_rate_without_audio_keeping_work(store, tmp_path):
+    from scoring.chunk import ChunkSpec
 
-    monkeypatch.setenv("AIRFLOW__VIDSTYLE__STYLED_PNG_LEVEL", "1")  # deflated, not the default stored
     src = make_video(tmp_path / "vfr.mkv", seconds=1.0, size="64x48", vfr=True)
     store.upload(src, "incoming/vfr.mkv")
     dr = load_dag("video_stylize").test(run_conf={"video_blob": "incoming/vfr.mkv", "keep_work": True,
@@ -225,17 +228,14 @@ def test_end_to_end_variable_frame_rate_without_audio_keeping_work(store, tmp_pa
     assert str(dr.state) == "success", states
     assert states["extract_audio"][0] == "skipped"
     outputs = Layout(load_settings()).outputs("incoming/vfr.mkv", load_settings().default_style)
-    out = media.probe(store.download(outputs["video"], tmp_path / "out.mp4"))
-    source = media.probe(src)
-    assert out.frames == source.frames and not out.has_audio
-    assert out.timestamps == pytest.approx(source.timestamps, abs=2e-3)
+    out = store.download(outputs["video"], tmp_path / "out.mp4")
+    assert relative_times(out) == relative_times(src) and len({b - a for a, b in itertools.pairwise(
+        relative_times(src))}) > 1  # variable, and exactly the source's
     video = store.video("incoming/vfr.mkv")
-    layout = Layout(load_settings())
-    assert store.exists(layout.plan(video.video_id))  # keep_work kept it
-    styled = store.download(layout.chunk_frames(video.video_id, 0, "out"), tmp_path / "styled.tar")
-    png = next(read_tar(styled))[1]
-    idat = png[png.index(b"IDAT") + 4:]
-    assert zlib.decompressobj().decompress(idat)[0] == 2  # rows deflated behind the "Up" filter
+    area = Layout(load_settings()).work(video.video_id, dr.run_id)
+    assert store.exists(area.plan)  # keep_work kept it
+    spec = ChunkSpec.from_json(store.hook.download(store.container, area.chunk_file(0, "in", "chunk.json")).readall())
+    assert spec.frames == len(relative_times(src)) and store.exists(area.chunk_file(0, "out", "segment.mp4"))
 
 
 @pytest.mark.timeout(300)
@@ -245,13 +245,13 @@ def test_a_broken_video_fails_its_own_run_at_once_and_says_why(store, tmp_path):
     dr = load_dag("video_stylize").test(run_conf={"video_blob": "incoming/broken.mp4"})
     states = task_states(dr)
     assert str(dr.state) == "failed"
-    assert states["probe"] == ("failed", 1)  # no retries for bad input
-    assert states["split_frames"][0] == "upstream_failed"
+    assert states["split"] == ("failed", 1)  # no retries for bad input
+    assert states["stitch"][0] == "upstream_failed"
     entry = Ledger(store, Layout(load_settings())).get(store.video("incoming/broken.mp4").video_id)
     assert entry["status"] == FAILED
-    assert "incoming/broken.mp4" in entry["error"] and "probe" in entry["error"]
+    assert "incoming/broken.mp4" in entry["error"] and "split" in entry["error"]
     assert "not a readable video" in entry["error"]
-    assert store.list(Layout(load_settings()).work(entry["video_id"]))  == []  # nothing half-made
+    assert store.list(Layout(load_settings()).video_work(entry["video_id"])) == []  # nothing half-made
 
 
 @pytest.mark.timeout(300)
@@ -277,7 +277,7 @@ def test_a_failed_chunk_names_the_video_the_chunk_and_the_cause(store):
         op.execute({})
     message = str(err.value)
     assert "incoming/x.mp4" in message and "chunk 3/4, frames 16-23" in message
-    assert "work/x-123/chunks/00002/in/frames.tar does not exist" in message
+    assert "work/x-123/chunks/00002/in/chunk.json does not exist" in message
 
 
 def test_video_ids_do_not_collide_across_containers():

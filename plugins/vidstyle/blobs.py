@@ -48,6 +48,10 @@ class BlobStore:
     def __init__(self, conn_id: str, container: str) -> None:
         self.hook = WasbHook(wasb_conn_id=conn_id)
         self.container = container
+        self.bytes_read = self.bytes_written = 0  # what this store moved, for the manifest
+
+    def traffic(self) -> dict[str, int]:
+        return {"read": self.bytes_read, "written": self.bytes_written}
 
     @property
     def _container(self):
@@ -82,6 +86,7 @@ class BlobStore:
 
     def upload(self, path: Path, blob: str) -> None:
         self.hook.load_file(str(path), self.container, blob, overwrite=True)
+        self.bytes_written += path.stat().st_size
 
     def download(self, blob: str, path: Path, etag: str = "") -> Path:
         """Streams to disk (no whole-file buffer in memory); with ``etag``, only those exact bytes."""
@@ -95,17 +100,21 @@ class BlobStore:
             raise BlobChanged(f"wasb://{self.container}/{blob} changed since this run started; "
                               "the new content is a new video with a run of its own") from None
         with open(path, "wb") as f:
-            stream.readinto(f)
+            self.bytes_read += stream.readinto(f)
         return path
 
-    def write_json(self, blob: str, data: dict) -> None:
-        self.hook.load_string(json.dumps(data, indent=2), self.container, blob, overwrite=True)
+    def write_json(self, blob: str, data: dict, indent: int | None = 2) -> None:
+        text = json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
+        self.hook.load_string(text, self.container, blob, overwrite=True)
+        self.bytes_written += len(text.encode())
 
     def read_json(self, blob: str) -> dict:
         try:
-            return json.loads(self.hook.download(self.container, blob).readall())
+            data = self.hook.download(self.container, blob).readall()
         except ResourceNotFoundError:
             raise FileNotFoundError(f"wasb://{self.container}/{blob} does not exist") from None
+        self.bytes_read += len(data)
+        return json.loads(data)
 
     def delete_prefix(self, prefix: str) -> int:
         names = [p.name for p in self.list(prefix)]

@@ -30,9 +30,13 @@ class Settings:
     scoring_pool: str = "scoring"
     sensor_poke_seconds: int = 30
     max_frames: int = 500_000
-    # zlib level of the styled frames: 0 stores them (fastest; the model keeps the CPU),
-    # 1-9 deflate them to ~45% of the bytes for ~10 ms more per 640x360 frame
-    styled_png_level: int = 0
+    # How chunks encode their segments (H.264; the run's crf sets the quality). "auto": the
+    # GPU's hardware encoder on a node that has one, else libx264 at this preset.
+    encoder: str = "auto"
+    x264_preset: str = "medium"
+    # Sources that cannot be cut by stream copy are re-encoded per chunk at this x264 CRF
+    # (near-lossless: the chunk decodes it once more before styling).
+    mezzanine_crf: int = 10
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
     local_precision: str = "auto"  # auto: fp16 on a GPU, fp32 on a CPU
     local_compile: bool = False  # torch.compile: pays off on long chunks (compiling: ~20 s, ~6 s cached)

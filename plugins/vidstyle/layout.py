@@ -1,14 +1,16 @@
 """Where everything lives in blob storage, and how videos and chunks are named.
 
 One container holds (prefixes configurable, see README "Storage layout"):
-  incoming/<path>                           videos dropped by users (never modified)
-  work/<video_id>/plan.json                 probe result: frame timestamps, chunk plan
-  work/<video_id>/audio.mka                 the source audio, stream-copied
-  work/<video_id>/chunks/<n>/in/frames.tar  a chunk's source frames (lossless PNGs)
-  work/<video_id>/chunks/<n>/out/frames.tar the stylized frames, plus result.json
-  work/<video_id>/stitched.mp4              the silent stylized video
-  outputs/<path>.<style>.mp4                the result, with .manifest.json and .preview.png
-  state/videos/<video_id>.json              ledger: which content was processed, how it ended
+  incoming/<path>                               videos dropped by users (never modified)
+  work/<video_id>/<run>/plan.json               the split's plan: every frame's time, the chunks
+  work/<video_id>/<run>/audio.m4a               the source audio on the result's timeline
+  work/<video_id>/<run>/chunks/<n>/in/          chunk.json and piece.nut: what a chunk decodes
+  work/<video_id>/<run>/chunks/<n>/out/         segment.mp4 (its frames, stylized), result.json
+  outputs/<path>.<style>.mp4                    the result, with .manifest.json and .preview.png
+  state/videos/<video_id>.json                  ledger: which content was processed, how it ended
+
+Each run of a video works in a folder of its own (``<run>``, a hash of the Airflow run id), so
+two runs of one video never read or delete each other's files.
 """
 
 from __future__ import annotations
@@ -87,35 +89,43 @@ def plan_chunks(frames: int, chunk_frames: int) -> list[Chunk]:
     return [Chunk(i, len(starts), s, min(s + chunk_frames, frames)) for i, s in enumerate(starts)]
 
 
-def frame_name(index: int) -> str:
-    return f"{index:08d}.png"
+def run_key(run_id: str) -> str:
+    """A short, fixed-length, path-safe name for an Airflow run id."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WorkArea:
+    """One run's folder of intermediate files."""
+
+    root: str  # ends with "/"
+
+    @property
+    def plan(self) -> str:
+        return self.root + "plan.json"
+
+    @property
+    def audio(self) -> str:
+        return self.root + "audio.m4a"
+
+    def chunk_dir(self, index: int, side: str) -> str:
+        """A chunk's input ("in") or output ("out") folder: what a remote job mounts."""
+        return self.root + f"chunks/{index:05d}/{side}/"
+
+    def chunk_file(self, index: int, side: str, name: str) -> str:
+        return self.chunk_dir(index, side) + name
 
 
 @dataclass(frozen=True)
 class Layout:
     settings: Settings
 
-    def work(self, video_id: str) -> str:
+    def video_work(self, video_id: str) -> str:
+        """Every run's work area of one video lives under this."""
         return f"{self.settings.work_prefix}{video_id}/"
 
-    def plan(self, video_id: str) -> str:
-        return self.work(video_id) + "plan.json"
-
-    def audio(self, video_id: str) -> str:
-        return self.work(video_id) + "audio.mka"
-
-    def stitched(self, video_id: str) -> str:
-        return self.work(video_id) + "stitched.mp4"
-
-    def chunk_dir(self, video_id: str, index: int, side: str) -> str:
-        """A chunk's input ("in") or output ("out") folder: what a remote job mounts."""
-        return self.work(video_id) + f"chunks/{index:05d}/{side}/"
-
-    def chunk_frames(self, video_id: str, index: int, side: str) -> str:
-        return self.chunk_dir(video_id, index, side) + "frames.tar"
-
-    def chunk_result(self, video_id: str, index: int) -> str:
-        return self.chunk_dir(video_id, index, "out") + "result.json"
+    def work(self, video_id: str, run_id: str) -> WorkArea:
+        return WorkArea(f"{self.video_work(video_id)}{run_key(run_id)}/")
 
     def state(self, video_id: str) -> str:
         return f"{self.settings.state_prefix}videos/{video_id}.json"

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def video_run(context: Any, video: dict | None = None) -> steps.VideoRun:
     """The run's VideoRun, pinned to the content version ``start`` recorded when given."""
-    return steps.VideoRun(load_settings(), job_params(context["params"]),
+    return steps.VideoRun(load_settings(), job_params(context["params"]), context["run_id"],
                           Video.from_dict(video) if video else None)
 
 
@@ -50,4 +50,4 @@ def on_task_failure(context: Any) -> None:
     log.error("FAILED %s of run %s: %s", where, context["run_id"], error)
     with contextlib.suppress(Exception):  # the callback must never mask the original failure
         pinned = ti.xcom_pull(task_ids="start")  # the content version this run works on, if known
-        steps.record_failure(video_run(context, pinned), context["run_id"], where, error)
+        steps.record_failure(video_run(context, pinned), where, error)

@@ -1,26 +1,35 @@
 """The steps of one video's processing run, as plain functions of a VideoRun.
 
 The DAG file wires these into tasks; keeping them here keeps the DAG readable and lets each
-step be called (and tested) on its own. Only small summaries travel through XCom; frames,
-timestamps and audio travel through the work area in blob storage.
+step be called (and tested) on its own. Only small summaries travel through XCom; pieces,
+segments, timestamps and audio travel through the run's work area in blob storage.
+
+  start    pin the exact content version; check the model and backend before any work
+  split    read the source's packets, plan chunks on its keyframes, cut each chunk's piece
+  extract_audio  the source audio as an MP4 track on the result's timeline
+  (chunks) each chunk's piece decoded, stylized and encoded into a segment, in parallel
+  stitch   segments joined by stream copy with the audio, the result checked against the source
+  publish  manifest and preview beside the result; the ledger marks the video done
+  cleanup  the run's work area removed
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
-from vidstyle import frametar, media
-from vidstyle.backends import BACKENDS, ChunkTask, get_backend
+from scoring.chunk import PREVIEW_NAME, RESULT_NAME, SEGMENT_NAME, Encoding
+from vidstyle import audio, joining, media
+from vidstyle.backends import ChunkTask, backend_class, get_backend
 from vidstyle.blobs import BlobStore
 from vidstyle.config import Settings
-from vidstyle.layout import Chunk, Layout, Video, frame_name, plan_chunks
+from vidstyle.cutting import Cutter, Geometry, output_time_base
+from vidstyle.layout import Chunk, Layout, Video, WorkArea
 from vidstyle.ledger import FAILED, RUNNING, SUCCEEDED, Ledger
 
 log = logging.getLogger(__name__)
@@ -43,8 +52,8 @@ class JobParams:
 
 
 class VideoRun:
-    def __init__(self, settings: Settings, params: JobParams, video: Video | None = None) -> None:
-        self.settings, self.params = settings, params
+    def __init__(self, settings: Settings, params: JobParams, run_id: str, video: Video | None = None) -> None:
+        self.settings, self.params, self.run_id = settings, params, run_id
         self.store = BlobStore(settings.wasb_conn_id, settings.container)
         self.layout = Layout(settings)
         self.ledger = Ledger(self.store, self.layout)
@@ -60,6 +69,14 @@ class VideoRun:
     def vid(self) -> str:
         return self.video.video_id
 
+    @property
+    def area(self) -> WorkArea:
+        return self.layout.work(self.vid, self.run_id)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return self.layout.outputs(self.video.blob, self.params.style, self.params.output_prefix)
+
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix=f"vidstyle-{self.vid}-") as tmp:
@@ -70,7 +87,7 @@ class VideoRun:
         return self.store.download(self.video.blob, folder / f"source{suffix}", etag=self.video.etag)
 
 
-def start(run: VideoRun, run_id: str) -> dict:
+def start(run: VideoRun) -> dict:
     """Pin the exact content version this run processes and record it in the ledger."""
     if not run.params.video_blob.lower().endswith(run.settings.suffixes):
         raise BadInput(f"{run.params.video_blob}: not a video file name (expected {run.settings.video_suffixes})")
@@ -79,79 +96,111 @@ def start(run: VideoRun, run_id: str) -> dict:
         get_backend(run.params.backend).preflight(run.params.style, run.settings.wasb_conn_id)
     except (FileNotFoundError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
-    run.ledger.mark(video, RUNNING, run_id=run_id, style=run.params.style, error=None)
+    run.ledger.mark(video, RUNNING, run_id=run.run_id, style=run.params.style, error=None)
     log.info("processing %s (id %s, version %s, %d bytes)", video.blob, video.video_id, video.version, video.size)
     return video.to_dict()
 
 
-def probe(run: VideoRun) -> dict:
+@dataclass
+class Plan:
+    """What split decided, as plan.json keeps it for the later steps."""
+
+    source: media.SourceInfo
+    geometry: Geometry
+    origin: Fraction  # the source time that becomes 0 in the result (first frame, or audio if earlier)
+    chunks: list[Chunk]
+
+    def to_json(self) -> dict:
+        return {"source": self.source.to_json(), "geometry": asdict(self.geometry), "origin": str(self.origin),
+                "chunks": [c.to_dict() for c in self.chunks]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Plan:
+        g = data["geometry"]
+        return cls(media.SourceInfo.from_json(data["source"]),
+                   Geometry(tuple(g["model_size"]), tuple(g["size"]), g["sar"]), Fraction(data["origin"]),
+                   [Chunk.from_dict(c) for c in data["chunks"]])
+
+    @property
+    def video_offset(self) -> Fraction:
+        """Where the first frame sits in the result, in seconds (0 unless audio starts first), on the
+        result's clock (a whole number of its ticks)."""
+        tb = output_time_base(self.source)
+        return round((self.source.start - self.origin) / tb) * tb
+
+
+def split(run: VideoRun) -> dict:
+    """Read the source's packets, plan its chunks, cut and upload every chunk's folder."""
+    params, settings, area = run.params, run.settings, run.area
     with run.scratch() as tmp:
+        source = run.source(tmp)
         try:
-            info = media.probe(run.source(tmp))
+            info, index = media.probe(source, max_gop=2 * params.chunk_frames)
         except media.MediaError as exc:
             raise BadInput(f"{run.video.blob}: {exc}") from exc
-    if info.frames > run.settings.max_frames:
-        raise BadInput(f"{run.video.blob}: {info.frames} frames exceeds the limit of {run.settings.max_frames}")
-    chunks = plan_chunks(info.frames, run.params.chunk_frames)
-    run.store.write_json(run.layout.plan(run.vid), {"video": info.to_json(), "chunks": [c.to_dict() for c in chunks]})
-    log.info("%s: %d frames at %s fps (%s), %.3f s, %dx%d, audio: %s; %d chunks of up to %d frames",
-             run.video.blob, info.frames, info.frame_rate, "constant" if info.constant_rate else "variable",
-             info.duration, info.width, info.height, info.audio_codec or "none", len(chunks), run.params.chunk_frames)
-    return {"frames": info.frames, "frame_rate": info.frame_rate, "fps": round(info.fps, 4),
-            "constant_rate": info.constant_rate, "duration": info.duration, "width": info.width,
-            "height": info.height, "has_audio": info.has_audio, "audio_codec": info.audio_codec, "chunks": len(chunks)}
+        if info.frames > settings.max_frames:
+            raise BadInput(f"{run.video.blob}: {info.frames} frames exceeds the limit of {settings.max_frames}")
+        geometry = Geometry.of(info, params.output_height)
+        encoding = Encoding(crf=params.crf, preset=settings.x264_preset, encoder=settings.encoder,
+                            frame_rate=info.frame_rate, sar=geometry.sar)
 
+        def emit(index: int, name: str, path: Path) -> None:
+            run.store.upload(path, area.chunk_file(index, "in", name))
+            path.unlink()
 
-def load_plan(run: VideoRun) -> tuple[media.VideoInfo, list[Chunk]]:
-    plan = run.store.read_json(run.layout.plan(run.vid))
-    return media.VideoInfo.from_json(plan["video"]), [Chunk.from_dict(c) for c in plan["chunks"]]
-
-
-def extract_audio(run: VideoRun) -> str:
-    with run.scratch() as tmp:
-        out = tmp / "audio.mka"
-        media.extract_audio(run.source(tmp), out)
-        run.store.upload(out, run.layout.audio(run.vid))
-    return run.layout.audio(run.vid)
-
-
-def split(run: VideoRun) -> list[dict]:
-    """Decode every frame once, pack each chunk into one tar, upload; returns the chunk list."""
-    info, chunks = load_plan(run)
-    with run.scratch() as tmp:
-        frames_dir = tmp / "frames"
-        names = media.split_frames(run.source(tmp), frames_dir, info.frames, run.params.output_height)
-        for chunk in chunks:
-            tar = tmp / f"chunk-{chunk.index:05d}.tar"
-            frametar.pack(frames_dir, names[chunk.start:chunk.end], tar)
-            run.store.upload(tar, run.layout.chunk_frames(run.vid, chunk.index, "in"))
-            tar.unlink()
-            log.info("uploaded %s (%d frames)", chunk.label, chunk.frames)
-    return [c.to_dict() for c in chunks]
-
-
-def chunk_tasks(run: VideoRun, chunks: list[dict]) -> list[dict]:
-    """One work item per chunk for the mapped scoring task: the backend's ChunkTask fields."""
-    items, options = [], BACKENDS[run.params.backend].options(run.settings)
-    for c in map(Chunk.from_dict, chunks):
-        task = ChunkTask(
-            conn_id=run.settings.wasb_conn_id, container=run.settings.container, video_blob=run.video.blob,
-            video_id=run.vid, chunk_index=c.index, chunk_label=c.label, frames=c.frames,
-            input_dir=run.layout.chunk_dir(run.vid, c.index, "in"),
-            output_dir=run.layout.chunk_dir(run.vid, c.index, "out"), model=run.params.style,
-            png_level=run.settings.styled_png_level, **options,
-        )
-        items.append(task.to_dict() | {"backend": run.params.backend})
-    return items
-
-
-def chunk_results(run: VideoRun) -> list[dict]:
-    """Every chunk's result.json, checked against the plan: nothing missing, nothing short."""
-    info, chunks = load_plan(run)
-    results, problems = [], []
-    for chunk in chunks:
+        cutter = Cutter(source, info, index, run.video.blob, params.chunk_frames, geometry, encoding, tmp / "chunks",
+                        emit, settings.mezzanine_crf)
         try:
-            result = run.store.read_json(run.layout.chunk_result(run.vid, chunk.index))
+            chunks = cutter.run()
+        except media.MediaError as exc:
+            raise BadInput(f"{run.video.blob}: {exc}") from exc
+    origin = min(info.start, Fraction(info.audio.start)) if info.audio else info.start
+    plan = Plan(info, geometry, origin, chunks)
+    run.store.write_json(area.plan, plan.to_json(), indent=None)
+    width, height = info.upright_size
+    log.info("%s: %d frames at %s fps (%s), %.3f s, %dx%d%s -> %dx%d, audio: %s; %s mode (%s): %d chunks "
+             "of about %d frames", run.video.blob, info.frames, info.frame_rate,
+             "constant" if info.constant_rate else "variable", float(info.duration), width, height,
+             f" rotated {info.rotation}" if info.rotation else "", *geometry.size,
+             info.audio.codec if info.audio else "none", info.mode, info.mode_reason, len(chunks), params.chunk_frames)
+    return {"source": info.summary() | {"output_size": list(geometry.size)}, "chunks": chunk_tasks(run, chunks),
+            "storage": run.store.traffic()}
+
+
+def load_plan(run: VideoRun) -> Plan:
+    return Plan.from_json(run.store.read_json(run.area.plan))
+
+
+def chunk_tasks(run: VideoRun, chunks: list[Chunk]) -> list[dict]:
+    """One work item per chunk for the mapped scoring task: the backend's ChunkTask fields."""
+    options = backend_class(run.params.backend).options(run.settings)
+    return [ChunkTask(conn_id=run.settings.wasb_conn_id, container=run.settings.container,
+                      video_blob=run.video.blob, video_id=run.vid, chunk_index=c.index, chunk_label=c.label,
+                      frames=c.frames, input_dir=run.area.chunk_dir(c.index, "in"),
+                      output_dir=run.area.chunk_dir(c.index, "out"), model=run.params.style, **options).to_dict()
+            | {"backend": run.params.backend} for c in chunks]
+
+
+def extract_audio(run: VideoRun) -> dict:
+    plan = load_plan(run)
+    with run.scratch() as tmp:
+        out = tmp / "audio.m4a"
+        try:
+            how = audio.extract_audio(run.source(tmp), out, plan.origin)
+        except media.MediaError as exc:
+            raise BadInput(f"{run.video.blob}: {exc}") from exc
+        run.store.upload(out, run.area.audio)
+    log.info("audio (%s) %s on the result's timeline", plan.source.audio.codec,
+             "copied" if how == "copy" else "re-encoded to AAC (MP4 cannot carry it)")
+    return {"how": how, "storage": run.store.traffic()}
+
+
+def chunk_results(run: VideoRun, plan: Plan) -> list[dict]:
+    """Every chunk's result.json, checked against the plan: nothing missing, nothing short."""
+    results, problems = [], []
+    for chunk in plan.chunks:
+        try:
+            result = run.store.read_json(run.area.chunk_file(chunk.index, "out", RESULT_NAME))
         except FileNotFoundError:
             problems.append(f"{chunk.label}: no result")
             continue
@@ -160,110 +209,83 @@ def chunk_results(run: VideoRun) -> list[dict]:
         results.append(result | {"chunk": chunk.index, "label": chunk.label, "start": chunk.start, "end": chunk.end})
     if problems:
         raise RuntimeError(f"video {run.video.blob}: " + "; ".join(problems))
-    # The plan's chunks cover every frame once, so per-chunk counts account for the whole video.
-    log.info("all %d chunks back, %d frames", len(results), info.frames)
     return results
 
 
 def stitch(run: VideoRun) -> dict:
-    info, chunks = load_plan(run)
+    """Join the segments by stream copy with the audio; prove the result against the source; upload it."""
+    plan = load_plan(run)
+    info = plan.source
+    results = chunk_results(run, plan)
+    segments = joining.segments(plan.chunks, info.pts, info.durations[-1], info.tb, plan.video_offset)
     with run.scratch() as tmp:
-        styled = tmp / "styled"
-        names: list[str] = []
-        for chunk in chunks:
-            tar = run.store.download(run.layout.chunk_frames(run.vid, chunk.index, "out"), tmp / "chunk.tar")
-            names += frametar.unpack(tar, styled)
-        expected = [frame_name(i) for i in range(info.frames)]
-        if names != expected:
-            missing = sorted(set(expected) - set(names))[:5]
-            raise RuntimeError(f"video {run.video.blob}: styled frames out of order or missing (missing: {missing})")
-        started = time.perf_counter()
-        media.stitch(styled, names, info, tmp / "stitched.mp4", crf=run.params.crf)
-        encode_s = time.perf_counter() - started
-        run.store.upload(tmp / "stitched.mp4", run.layout.stitched(run.vid))
-        _make_preview(run, chunks, styled, tmp)
-    log.info("stitched %d frames in %.1f s", len(names), encode_s)
-    return {"frames": len(names), "encode_seconds": round(encode_s, 3)}
+        def fetch(i: int) -> Path:
+            return run.store.download(run.area.chunk_file(i, "out", SEGMENT_NAME), tmp / f"segment-{i:05d}.mp4")
+
+        track = run.store.download(run.area.audio, tmp / "audio.m4a") if info.audio else None
+        final = tmp / "result.mp4"
+        joining.join(segments, fetch, track, final)
+        report = joining.check_result(
+            [p * info.tb for p in info.pts], (info.pts[-1] + info.durations[-1]) * info.tb, plan.geometry.size,
+            (Fraction(info.audio.start), Fraction(info.audio.end)) if info.audio else None, final)
+        run.store.upload(final, run.outputs["video"])
+        size = final.stat().st_size
+    log.info("stitched %d segments by stream copy: %d frames, %.3f s, timestamps equal to the source's%s; wrote "
+             "wasb://%s/%s", len(segments), report["frames"], report["duration"],
+             f", audio within {1000 * float(joining.AUDIO_TOLERANCE):.0f} ms" if report["audio"] else "",
+             run.settings.container, run.outputs["video"])
+    middle = info.frames // 2  # the chunk that holds it wrote the before/after preview
+    return report | {"bytes": size, "blob": run.outputs["video"], "storage": run.store.traffic(),
+                     "preview_chunk": next(c.index for c in plan.chunks if c.start <= middle < c.end),
+                     "chunks": [{k: r.get(k) for k in ("chunk", "label", "start", "end", "frames", "seconds",
+                                                        "total_seconds", "fps", "device", "encoder", "bytes_in",
+                                                        "bytes_out", "model")} for r in results]}
 
 
-def _make_preview(run: VideoRun, chunks: list[Chunk], styled: Path, tmp: Path) -> None:
-    middle = chunks[len(chunks) // 2]
-    frame = frame_name((middle.start + middle.end - 1) // 2)
-    source = tmp / "source-frames"
-    run.store.download(run.layout.chunk_frames(run.vid, middle.index, "in"), tmp / "in.tar")
-    frametar.unpack(tmp / "in.tar", source)
-    media.preview(source / frame, styled / frame, tmp / "preview.png")
-    run.store.upload(tmp / "preview.png", run.layout.work(run.vid) + "preview.png")
-
-
-def merge_audio(run: VideoRun, has_audio: bool) -> dict:
-    """Attach the source audio, check the result against the source, upload it."""
-    info, _ = load_plan(run)
-    outputs = run.layout.outputs(run.video.blob, run.params.style, run.params.output_prefix)
+def publish(run: VideoRun, split_info: dict, audio_info: dict | None, stitched: dict) -> dict:
+    outputs, chunks = run.outputs, stitched["chunks"]
+    scored = sum(c["frames"] for c in chunks)
+    busy = sum(c["seconds"] for c in chunks)
     with run.scratch() as tmp:
-        video = run.store.download(run.layout.stitched(run.vid), tmp / "stitched.mp4")
-        final = tmp / "final.mp4"
-        if has_audio:
-            audio = run.store.download(run.layout.audio(run.vid), tmp / "audio.mka")
-            media.merge_audio(video, audio, final, info.audio_codec, info.audio_offset)
-        else:
-            shutil.copyfile(video, final)
-        result = media.summary(final)
-        check_result(run.video.blob, info, result)
-        run.store.upload(final, outputs["video"])
-    log.info("wrote wasb://%s/%s", run.settings.container, outputs["video"])
-    return result | {"blob": outputs["video"]}
-
-
-def check_result(blob: str, source: media.VideoInfo, result: dict) -> None:
-    """Every frame in is a frame out; same duration within one frame; audio iff the source had it."""
-    problems = []
-    if result["frames"] != source.frames:
-        problems.append(f"{result['frames']} frames out, {source.frames} in")
-    if abs(result["duration"] - source.duration) > 1 / source.fps + 1e-3:
-        problems.append(f"duration {result['duration']:.3f} s, source {source.duration:.3f} s")
-    if result["has_audio"] != source.has_audio:
-        problems.append("audio missing" if source.has_audio else "audio appeared in a silent video")
-    if problems:
-        raise RuntimeError(f"video {blob}: output check failed: " + "; ".join(problems))
-
-
-def publish(run: VideoRun, run_id: str, probe_summary: dict, final: dict, results: list[dict],
-            stitch_info: dict) -> dict:
-    outputs = run.layout.outputs(run.video.blob, run.params.style, run.params.output_prefix)
-    scored = sum(r["frames"] for r in results)
-    busy = sum(r["seconds"] for r in results)
+        preview = run.area.chunk_file(stitched["preview_chunk"], "out", PREVIEW_NAME)
+        run.store.upload(run.store.download(preview, tmp / PREVIEW_NAME), outputs["preview"])
+    storage = {"split": split_info["storage"], "audio": (audio_info or {}).get("storage"),
+               "chunks_in": sum(c["bytes_in"] or 0 for c in chunks),
+               "chunks_out": sum(c["bytes_out"] or 0 for c in chunks),
+               "stitch": stitched["storage"]}
+    moved = sum(s["read"] + s["written"] for s in (storage["split"], storage["audio"], storage["stitch"]) if s)
+    moved += storage["chunks_in"] + storage["chunks_out"]
+    storage |= {"total": moved, "source_bytes": run.video.size, "result_bytes": stitched["bytes"],
+                "moved_per_source_and_result": round(moved / max(1, run.video.size + stitched["bytes"]), 2)}
     manifest = {
-        "video": run.video.to_dict(), "run_id": run_id, "params": asdict(run.params),
-        "source": probe_summary, "output": final,
-        "frames": final["frames"], "fps": probe_summary["fps"], "frame_rate": final["frame_rate"],
-        "duration": final["duration"], "model": results[0].get("model") if results else run.params.style,
-        "chunks": [{k: r.get(k) for k in ("chunk", "label", "start", "end", "frames", "seconds", "fps", "device")}
-                   for r in results],
+        "video": run.video.to_dict(), "run_id": run.run_id, "params": asdict(run.params),
+        "source": split_info["source"],
+        "output": {k: v for k, v in stitched.items() if k not in ("chunks", "storage", "preview_chunk")},
+        "frames": stitched["frames"], "fps": split_info["source"]["fps"], "frame_rate": stitched["frame_rate"],
+        "duration": stitched["duration"], "model": chunks[0].get("model") if chunks else run.params.style,
+        "chunks": chunks,
         "scoring": {"frames": scored, "chunk_seconds": round(busy, 3),
                     "frames_per_second": round(scored / busy, 3) if busy else None},
-        "encode_seconds": stitch_info.get("encode_seconds"),
-        "outputs": outputs,
+        "storage": storage, "outputs": outputs,
     }
-    with run.scratch() as tmp:
-        preview = run.store.download(run.layout.work(run.vid) + "preview.png", tmp / "preview.png")
-        run.store.upload(preview, outputs["preview"])
     run.store.write_json(outputs["manifest"], manifest)
-    run.ledger.mark(run.video, SUCCEEDED, run_id=run_id, outputs=outputs, error=None)
-    log.info("manifest wasb://%s/%s: %d frames, scoring %.2f frames/s over %d chunks", run.settings.container,
-             outputs["manifest"], scored, manifest["scoring"]["frames_per_second"] or 0, len(results))
+    run.ledger.mark(run.video, SUCCEEDED, run_id=run.run_id, outputs=outputs, error=None)
+    log.info("manifest wasb://%s/%s: %d frames, scoring %.2f frames/s over %d chunks; storage moved %.1f MiB "
+             "(%.1fx source + result)", run.settings.container, outputs["manifest"], scored,
+             manifest["scoring"]["frames_per_second"] or 0, len(chunks), moved / 2**20,
+             storage["moved_per_source_and_result"])
     return manifest
 
 
 def cleanup(run: VideoRun) -> int:
     if run.params.keep_work:
-        log.info("keep_work is set: leaving %s", run.layout.work(run.vid))
+        log.info("keep_work is set: leaving %s", run.area.root)
         return 0
-    removed = run.store.delete_prefix(run.layout.work(run.vid))
-    log.info("removed %d work blobs under %s", removed, run.layout.work(run.vid))
+    removed = run.store.delete_prefix(run.area.root)
+    log.info("removed %d work blobs under %s", removed, run.area.root)
     return removed
 
 
-def record_failure(run: VideoRun, run_id: str, where: str, error: str) -> None:
+def record_failure(run: VideoRun, where: str, error: str) -> None:
     """The ledger keeps the failure; the work blobs stay for diagnosis."""
-    run.ledger.mark(run.video, FAILED, run_id=run_id, error=f"{where}: {error}"[:2000])
+    run.ledger.mark(run.video, FAILED, run_id=run.run_id, error=f"{where}: {error}"[:2000])

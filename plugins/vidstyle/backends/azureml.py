@@ -93,12 +93,12 @@ class AzureMLBackend(ComputeBackend):
 
     @staticmethod
     def _result(store: BlobStore, task: ChunkTask) -> dict | None:
-        """The chunk's result.json when the output is complete (frames first, result last)."""
+        """The chunk's result.json when the output is complete (segment first, result last)."""
         try:
             result = store.read_json(task.output_dir + "result.json")
         except FileNotFoundError:
             return None
-        if result.get("frames") != task.frames or not store.exists(task.output_dir + "frames.tar"):
+        if result.get("frames") != task.frames or not store.exists(task.output_dir + "segment.mp4"):
             return None
         return result
 
@@ -106,5 +106,5 @@ class AzureMLBackend(ComputeBackend):
     def _collect(result: dict | None, task: ChunkTask, job_name: str) -> dict:
         if result is None:
             raise AzureMLJobFailed(f"{task.chunk_label}: Azure ML job {job_name} completed but left no complete "
-                                   f"output ({task.frames} frames and result.json) in {task.output_dir}")
+                                   f"output (a segment of {task.frames} frames and result.json) in {task.output_dir}")
         return result

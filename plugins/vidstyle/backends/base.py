@@ -20,13 +20,12 @@ class ChunkTask:
     chunk_index: int
     chunk_label: str
     frames: int
-    input_dir: str  # blob folder holding frames.tar
-    output_dir: str  # blob folder to receive frames.tar and result.json
+    input_dir: str  # blob folder holding chunk.json and the piece it names
+    output_dir: str  # blob folder to receive segment.mp4, result.json (and preview.png)
     model: str  # built-in name, local checkpoint path, or wasb://container/path
     batch_size: int
     precision: str = "auto"
     compile: bool = False
-    png_level: int = 0  # zlib level of the styled PNGs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +65,10 @@ class ComputeBackend(ABC):
 
 # The scorer's exit code for inputs it cannot use (see scoring.cli).
 EXIT_BAD_INPUT = 2
+# What a chunk's folders hold (scoring.chunk names them; read here without importing it).
+INPUT_FILES = ("chunk.json", "piece.nut")
+OUTPUT_FILES = ("segment.mp4", "result.json")
+OPTIONAL_OUTPUT_FILES = ("preview.png",)
 
 
 def scorer_args(task: ChunkTask, model: str, input_dir: str, output_dir: str, result: str,
@@ -73,5 +76,5 @@ def scorer_args(task: ChunkTask, model: str, input_dir: str, output_dir: str, re
     """The scoring command line, after the interpreter: identical for every backend."""
     args = ["-m", "scoring", "stylize", "--model", model, "--input", input_dir, "--output", output_dir,
             "--batch-size", str(task.batch_size), "--precision", task.precision, "--device", device,
-            "--png-level", str(task.png_level), "--result", result]
+            "--result", result]
     return [*args, "--compile"] if task.compile else args

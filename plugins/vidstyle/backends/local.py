@@ -15,7 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vidstyle.backends.base import EXIT_BAD_INPUT, ChunkTask, ComputeBackend, ScorerRejected, scorer_args
+from vidstyle.backends.base import (
+    EXIT_BAD_INPUT,
+    INPUT_FILES,
+    OPTIONAL_OUTPUT_FILES,
+    OUTPUT_FILES,
+    ChunkTask,
+    ComputeBackend,
+    ScorerRejected,
+    scorer_args,
+)
 from vidstyle.blobs import BlobStore, parse_wasb, require_blob
 from vidstyle.config import Settings
 
@@ -67,7 +76,8 @@ class LocalBackend(ComputeBackend):
         with tempfile.TemporaryDirectory(prefix="vidstyle-chunk-") as tmp:
             tmp_path = Path(tmp)
             in_dir, out_dir = tmp_path / "in", tmp_path / "out"
-            store.download(task.input_dir + "frames.tar", in_dir / "frames.tar")
+            for name in INPUT_FILES:
+                store.download(task.input_dir + name, in_dir / name)
             model = fetch_model(task.model, task.conn_id, tmp_path / "model")
             result_path = out_dir / "result.json"
             args = scorer_args(task, model, str(in_dir), str(out_dir), str(result_path))
@@ -75,8 +85,10 @@ class LocalBackend(ComputeBackend):
             result = json.loads(result_path.read_text())
             if result["frames"] != task.frames:
                 raise RuntimeError(f"scorer returned {result['frames']} frames, expected {task.frames}")
-            store.upload(out_dir / "frames.tar", task.output_dir + "frames.tar")
-            store.upload(result_path, task.output_dir + "result.json")
+            # The result last: a chunk whose result.json is in place has all its output.
+            for name in (*[n for n in OUTPUT_FILES if n != "result.json"], *OPTIONAL_OUTPUT_FILES, "result.json"):
+                if (out_dir / name).is_file():
+                    store.upload(out_dir / name, task.output_dir + name)
         return result
 
     def _run(self, cmd: list[str], operator: Any, task: ChunkTask) -> None:
