@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 
 HARDWARE_ENCODERS = ("h264_nvenc",)  # tried in order by encoder "auto", before libx264
 SOFTWARE_ENCODER = "libx264"
+# The same video must give the same bytes. x264's frame threads decide by what has reached them
+# when, so a fixed number of slices per frame keeps it parallel and the output the same on every
+# run and machine. swscale's own threads made one run in seven differ (measured, 3 of 20 against
+# 0 of 40 with one thread): colour conversion runs single-threaded, beside the model anyway.
+X264_THREADS = {"threads": "4", "x264-params": "sliced-threads=1"}
+SWSCALE_THREADS = 1
 
 
 class PieceError(ValueError):
@@ -53,8 +59,10 @@ def upright_rgb(frame: av.VideoFrame, spec: ChunkSpec) -> np.ndarray:
     rgb = frame.reformat(width=width, height=height, format="rgb24", src_colorspace=_source_colorspace(frame),
                          src_color_range=_source_range(frame), dst_color_range=ColorRange.JPEG,
                          interpolation=Interpolation.LANCZOS if (width, height) != (frame.width, frame.height)
-                         else Interpolation.BICUBIC).to_ndarray()
-    return np.ascontiguousarray(np.rot90(rgb, spec.rotation // 90)) if spec.rotation else rgb
+                         else Interpolation.BICUBIC, threads=SWSCALE_THREADS).to_ndarray()
+    # A copy: the array is a view of the frame's pooled buffer, which the decoder reuses once the
+    # frame is freed, while this frame still waits in the engine's queue.
+    return np.array(np.rot90(rgb, spec.rotation // 90) if spec.rotation else rgb, order="C", copy=True)
 
 
 def read_chunk(piece: Path, spec: ChunkSpec, threads: int = 0) -> Iterator[np.ndarray]:
@@ -106,7 +114,7 @@ def encoder_candidates(requested: str) -> list[str]:
 
 def _encoder_options(name: str, crf: int, preset: str) -> dict[str, str]:
     if name == SOFTWARE_ENCODER:
-        return {"crf": str(crf), "preset": preset}
+        return {"crf": str(crf), "preset": preset, **X264_THREADS}
     # NVENC: constant quality at about the same visual level as x264's CRF, no bitrate cap.
     return {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": str(min(51, max(1, crf + 1))), "b": "0",
             "bf": "3", "spatial-aq": "1"}
@@ -152,7 +160,8 @@ class SegmentWriter:
         width, height = self.spec.size
         frame = frame.reformat(width=width, height=height, format="yuv420p", src_colorspace=Colorspace.ITU709,
                                dst_colorspace=Colorspace.ITU709, src_color_range=ColorRange.JPEG,
-                               dst_color_range=ColorRange.MPEG, interpolation=Interpolation.BICUBIC)
+                               dst_color_range=ColorRange.MPEG, interpolation=Interpolation.BICUBIC,
+                               threads=SWSCALE_THREADS)
         frame.pts, frame.time_base = self.spec.pts[self._i], self.time_base
         self._i += 1
         self._mux(self.stream.encode(frame))

@@ -91,6 +91,13 @@ def test_cli_stylizes_a_chunk_into_a_segment_with_the_chunks_timing(tmp_path, ti
     assert json.loads(r.stdout.strip().splitlines()[-1].removeprefix("RESULT "))["frames"] == 30
 
 
+def test_the_same_chunk_twice_gives_the_same_bytes(tmp_path, tiny_model, chunk):
+    runs = [run_cli("stylize", "--model", tiny_model, "--input", chunk, "--output", tmp_path / f"o{i}")
+            for i in range(2)]
+    assert all(r.returncode == 0 for r in runs)
+    assert (tmp_path / "o0" / SEGMENT_NAME).read_bytes() == (tmp_path / "o1" / SEGMENT_NAME).read_bytes()
+
+
 def test_the_chunk_holding_the_middle_frame_writes_the_before_and_after_preview(tmp_path, tiny_model, chunk):
     from PIL import Image
 

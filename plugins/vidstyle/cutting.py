@@ -25,6 +25,7 @@ from pathlib import Path
 import av
 
 from scoring.chunk import SPEC_NAME, ChunkSpec, Encoding, even_size
+from scoring.video import SWSCALE_THREADS, X264_THREADS
 from vidstyle.layout import Chunk, plan_chunks
 from vidstyle.media import UNTIMED_FORMATS, MediaError, PacketIndex, SourceInfo, open_input, video_stream
 
@@ -196,7 +197,7 @@ class Mezzanine:
         self.container = av.open(str(path), "w", format="nut", options=PIECE_OPTIONS)
         formats = {f.name for f in av.codec.Codec("libx264", "w").video_formats}
         self.stream = self.container.add_stream("libx264", rate=rate,
-                                                options={"crf": str(crf), "preset": "veryfast"})
+                                                options={"crf": str(crf), "preset": "veryfast", **X264_THREADS})
         ctx = self.stream.codec_context
         ctx.width, ctx.height = first.width, first.height
         ctx.pix_fmt = first.format.name if first.format.name in formats else "yuv420p"
@@ -212,7 +213,7 @@ class Mezzanine:
         return n * self.rate.denominator
 
     def write(self, frame: av.VideoFrame) -> None:
-        frame = frame.reformat(format=self.stream.codec_context.pix_fmt)
+        frame = frame.reformat(format=self.stream.codec_context.pix_fmt, threads=SWSCALE_THREADS)
         frame.pts, frame.time_base = self.pts(self.count), self.time_base
         self.count += 1
         for packet in self.stream.encode(frame):
