@@ -16,9 +16,11 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_conte
 
 from vidstyle.blobs import BlobStore
 from vidstyle.config import load_settings
-from vidstyle.dispatch import run_request, start_runs
+from vidstyle.dispatch import PROCESSING_DAG, run_request, start_runs
 from vidstyle.layout import Layout
 from vidstyle.ledger import Ledger, backlog
+from vidstyle.reconcile import reconcile
+from vidstyle.runtime import run_is_live
 
 settings = load_settings()
 
@@ -41,6 +43,14 @@ settings = load_settings()
 )
 def video_backlog():
     @task
+    def reconcile_ledger() -> list[list[str]]:
+        """Runs the ledger calls active that Airflow no longer runs become failed: picked up below."""
+        store = BlobStore(settings.wasb_conn_id, settings.container)
+        ended = reconcile(Ledger(store, Layout(settings)), run_is_live(get_current_context(), PROCESSING_DAG))
+        print(f"{len(ended)} runs had ended without recording it: {ended}")
+        return [list(e) for e in ended]
+
+    @task
     def find_videos(data_interval_start=None, data_interval_end=None) -> list[dict]:
         params = get_current_context()["params"]
         store = BlobStore(settings.wasb_conn_id, settings.container)
@@ -56,6 +66,7 @@ def video_backlog():
         return [run_request(v, ts_nodash if v["rerun"] else "", style=params["style"]) for v in videos]
 
     videos = find_videos()
+    reconcile_ledger() >> videos
     start_runs(videos, plan_runs(videos))
 
 

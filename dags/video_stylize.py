@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import TriggerRule, dag, get_current_context, task
+from airflow.sdk import PokeReturnValue, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from vidstyle import steps
 from vidstyle.config import load_settings
 from vidstyle.operators import StylizeChunkOperator
 from vidstyle.params import stylize_params
-from vidstyle.runtime import failing_well, on_task_failure, video_run
+from vidstyle.priority import ARRIVAL_ORDER
+from vidstyle.runtime import failing_well, on_task_failure, run_is_live, video_run
 
 settings = load_settings()
 
@@ -30,7 +31,8 @@ def _run(video: dict | None = None) -> steps.VideoRun:
     params=stylize_params(settings),
     max_active_runs=settings.max_active_videos,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "on_failure_callback": on_task_failure,
-                  "execution_timeout": timedelta(hours=2)},
+                  "execution_timeout": timedelta(hours=2),
+                  "weight_rule": ARRIVAL_ORDER},  # first uploaded, first served
     tags=["video", "style-transfer"],
     doc_md=__doc__,
 )
@@ -40,6 +42,15 @@ def video_stylize():
         run = _run()
         with failing_well("start", run.params.video_blob):
             return steps.start(run)
+
+    @task.sensor(poke_interval=settings.claim_poke_seconds, timeout=timedelta(hours=12), mode="reschedule")
+    def claim_output(video: dict) -> PokeReturnValue:
+        """Runs that would write the same result take turns (see vidstyle.claims)."""
+        context = get_current_context()
+        run = _run(video)
+        with failing_well("claim_output", run.video.blob):
+            holder = steps.claim_output(run, run_is_live(context, context["dag"].dag_id))
+        return PokeReturnValue(is_done=holder is None)
 
     @task
     def split(video: dict) -> list[dict]:
@@ -80,6 +91,7 @@ def video_stylize():
 
     video = start()
     chunks = split(video)
+    claim_output(video) >> chunks
     summary = chunks["summary"]
     audio = extract_audio(video, summary)
     scored = StylizeChunkOperator.partial(

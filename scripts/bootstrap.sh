@@ -34,11 +34,16 @@ if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > .venv/.stamp
 fi
 
+[ -n "${VIDSTYLE_SKIP_DB:-}" ] && { say "ready (database left to the caller)"; exit 0; }
 mkdir -p "$AIRFLOW_HOME"
-if [ ! -f "$AIRFLOW_HOME/.migrated-$stamp" ]; then
+case "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in
+  postgresql*) "$(dirname "${BASH_SOURCE[0]}")/services.sh" start postgres ;;
+esac
+migrated="$AIRFLOW_HOME/.migrated-$(printf '%s %s' "$stamp" "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" | sha256sum | cut -c1-16)"
+if [ ! -f "$migrated" ]; then
   say "initialising the Airflow database ($AIRFLOW_HOME)"
   airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { tail -20 "$AIRFLOW_HOME/migrate.log"; exit 1; }
-  touch "$AIRFLOW_HOME/.migrated-$stamp"
+  touch "$migrated"
 fi
 # The pool bounds how many chunks score at once on this machine: a flood of uploads queues.
 airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-1}" "Concurrent chunk scoring tasks" >/dev/null 2>&1

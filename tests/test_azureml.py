@@ -422,7 +422,7 @@ def test_the_dag_scores_every_chunk_as_an_azure_ml_job_and_retries_only_the_fail
         spec = azureml.jobs.jobs[name].spec
         assert spec.compute == load_settings().azureml_compute and spec.environment == "vidstyle-scoring@latest"
 
-    outputs = Layout(load_settings()).outputs("incoming/azure/clip.mp4", load_settings().default_style)
+    outputs = Layout(load_settings()).outputs("incoming/azure/clip.mp4", Layout(load_settings()).default_output())
     out = store.download(outputs["video"], tmp_path / "out.mp4")
     assert len(media.video_times(out)[0]) == len(media.video_times(src)[0]) == 30
     assert media.audio_span(out)
@@ -445,4 +445,4 @@ def test_without_an_azure_ml_connection_the_run_fails_at_start_and_says_so(store
     dr = load_dag("video_stylize").test(run_conf={"video_blob": "incoming/clip.mp4", "backend": "azureml"})
     assert str(dr.state) == "failed" and task_states(dr)["start"] == ("failed", 1)
     entry = Ledger(store, Layout(load_settings())).get(store.video("incoming/clip.mp4").video_id)
-    assert "needs the Airflow connection 'azureml_default'" in entry["error"]
+    assert "needs the Airflow connection 'azureml_default'" in entry["runs"][dr.run_id]["error"]

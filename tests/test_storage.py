@@ -1,10 +1,12 @@
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from vidstyle.claims import OutputClaims
 from vidstyle.config import load_settings
-from vidstyle.layout import Layout
-from vidstyle.ledger import FAILED, QUEUED, SUCCEEDED, Ledger, backlog, unprocessed
+from vidstyle.layout import Layout, OutputSpec
+from vidstyle.ledger import FAILED, QUEUED, RUNNING, SUCCEEDED, SUPERSEDED, Ledger, backlog, unprocessed
 
 
 def test_round_trip_files_and_json(store, tmp_path):
@@ -37,6 +39,9 @@ def test_versions_follow_content(store, tmp_path):
     assert store.video("incoming/v.mp4").video_id != first.video_id
 
 
+DEFAULT = OutputSpec("pop-art")
+
+
 def test_ledger_decides_what_is_new(store, tmp_path):
     ledger = Ledger(store, Layout(load_settings()))
     f = tmp_path / "v.mp4"
@@ -46,28 +51,97 @@ def test_ledger_decides_what_is_new(store, tmp_path):
     store.upload(f, "incoming/readme.txt")
     videos = store.videos("incoming/", load_settings().suffixes)
     assert [v.blob for v in videos] == ["incoming/v0.mp4", "incoming/v1.mp4", "incoming/v2.mp4"]
-    ledger.mark(videos[1], QUEUED, run_id="r1")
+    ledger.record(videos[1], "r1", QUEUED, DEFAULT, is_default=True)
     assert [v.blob for v in unprocessed(videos, ledger.known_ids())] == ["incoming/v0.mp4", "incoming/v2.mp4"]
-    entry = ledger.mark(videos[1], SUCCEEDED)
-    assert entry["run_id"] == "r1" and entry["status"] == SUCCEEDED  # earlier fields kept
+    ledger.record(videos[1], "r1", RUNNING, DEFAULT, is_default=True)
+    entry = ledger.record(videos[1], "r1", QUEUED, DEFAULT, is_default=True)  # the watcher, late: no step back
+    assert entry["status"] == RUNNING and entry["runs"]["r1"]["status"] == RUNNING
+    entry = ledger.record(videos[1], "r1", SUCCEEDED, DEFAULT, is_default=True, outputs={"video": "o.mp4"})
+    assert entry["run_id"] == "r1" and entry["status"] == SUCCEEDED
+    assert [h["status"] for h in entry["history"]] == [QUEUED, RUNNING, SUCCEEDED]
+
+
+def test_a_failed_run_for_another_output_never_loses_a_success(store, tmp_path):
+    ledger = Ledger(store, Layout(load_settings()))
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"a video")
+    store.upload(f, "incoming/v.mp4")
+    video = store.video("incoming/v.mp4")
+    ledger.record(video, "auto", SUCCEEDED, DEFAULT, is_default=True, outputs={"video": "outputs/v.pop-art.mp4"})
+    entry = ledger.record(video, "manual-1", FAILED, OutputSpec("van-gogh-missing"), is_default=False,
+                          error="start: model not found")
+    assert entry["status"] == SUCCEEDED  # what the sweep reads: the default output is done
+    assert entry["outputs"]["pop-art"]["status"] == SUCCEEDED
+    assert entry["outputs"]["van-gogh-missing"]["status"] == FAILED
+    # and a failed re-run of the default output itself keeps the result that is in place
+    entry = ledger.record(video, "manual-2", FAILED, DEFAULT, is_default=True, error="split: disk full")
+    assert entry["status"] == SUCCEEDED and entry["outputs"]["pop-art"]["run_id"] == "auto"
+    assert entry["runs"]["manual-2"]["status"] == FAILED
+    assert [(h["run_id"], h["status"]) for h in entry["history"]] == [
+        ("auto", SUCCEEDED), ("manual-1", FAILED), ("manual-2", FAILED)]
+    now = datetime.now(UTC)
+    assert backlog([video], ledger, now - timedelta(hours=1), now + timedelta(hours=1)) == []
+
+
+def test_many_runs_writing_one_entry_at_once_lose_nothing(store, tmp_path):
+    """Read-modify-write with a blind write kept only some of them; writes are conditional now."""
+    ledger = Ledger(store, Layout(load_settings()))
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"busy video")
+    store.upload(f, "incoming/busy.mp4")
+    video = store.video("incoming/busy.mp4")
+    runs = [f"run-{i}" for i in range(8)]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        list(pool.map(lambda r: ledger.record(video, r, RUNNING, OutputSpec(f"style-{r}"), is_default=False), runs))
+    entry = ledger.get(video.video_id)
+    assert sorted(entry["runs"]) == runs and len(entry["history"]) == len(runs)
 
 
 def test_backlog_picks_the_window_and_skips_what_is_done(store, tmp_path):
     ledger = Ledger(store, Layout(load_settings()))
     f = tmp_path / "v.mp4"
-    for name in ("new", "done", "failed"):
+    for name in ("new", "done", "failed", "other", "replaced"):
         f.write_bytes(name.encode())
         store.upload(f, f"incoming/{name}.mp4")
     videos = {v.blob.split("/")[-1]: v for v in store.videos("incoming/", (".mp4",))}
-    ledger.mark(videos["done.mp4"], SUCCEEDED)
-    ledger.mark(videos["failed.mp4"], FAILED, error="boom")
+    ledger.record(videos["done.mp4"], "r", SUCCEEDED, DEFAULT, is_default=True)
+    ledger.record(videos["failed.mp4"], "r", FAILED, DEFAULT, is_default=True, error="boom")
+    ledger.record(videos["other.mp4"], "r", FAILED, OutputSpec("x"), is_default=False, error="no such style")
+    ledger.record(videos["replaced.mp4"], "r", SUPERSEDED, DEFAULT, is_default=True)
     now = datetime.now(UTC)
     window = (now - timedelta(hours=1), now + timedelta(hours=1))
     picked = {v.blob: rerun for v, rerun in backlog(videos.values(), ledger, *window)}
-    assert picked == {"incoming/new.mp4": False, "incoming/failed.mp4": True}
-    everything = {v.blob: rerun for v, rerun in backlog(videos.values(), ledger, *window, reprocess=True)}
-    assert everything == {"incoming/new.mp4": True, "incoming/done.mp4": True, "incoming/failed.mp4": True}
+    # never processed with the default style (only another output tried): picked too
+    assert picked == {"incoming/new.mp4": False, "incoming/failed.mp4": True, "incoming/other.mp4": True}
+    everything = {v.blob for v, rerun in backlog(videos.values(), ledger, *window, reprocess=True) if rerun}
+    assert everything == {f"incoming/{n}.mp4" for n in ("new", "done", "failed", "other", "replaced")}
     assert backlog(videos.values(), ledger, now - timedelta(days=2), now - timedelta(days=1)) == []
+
+
+def test_runs_that_would_write_the_same_output_take_turns(store):
+    claims, live = OutputClaims(store, Layout(load_settings())), {"run-a", "run-b"}
+    assert claims.acquire("outputs/x.pop-art.mp4", "run-a", "incoming/x.mp4", live.__contains__) is None
+    holder = claims.acquire("outputs/x.pop-art.mp4", "run-b", "incoming/x.mp4", live.__contains__)
+    assert holder.run_id == "run-a"  # b waits
+    assert claims.acquire("outputs/x.pop-art.mp4", "run-a", "incoming/x.mp4", live.__contains__) is None  # a retry
+    assert claims.acquire("outputs/x.other.mp4", "run-b", "incoming/x.mp4", live.__contains__) is None  # its own
+    assert not claims.release("outputs/x.pop-art.mp4", "run-b")  # not b's to give back
+    assert claims.release("outputs/x.pop-art.mp4", "run-a")
+    assert claims.acquire("outputs/x.pop-art.mp4", "run-b", "incoming/x.mp4", live.__contains__) is None
+
+
+def test_a_claim_left_by_a_run_that_was_killed_is_broken(store):
+    claims = OutputClaims(store, Layout(load_settings()))
+    assert claims.acquire("outputs/y.mp4", "killed", "incoming/y.mp4", lambda r: True) is None
+    assert claims.acquire("outputs/y.mp4", "next", "incoming/y.mp4", lambda r: r != "killed") is None
+    assert store.read_json(Layout(load_settings()).claim("outputs/y.mp4"))["run_id"] == "next"
+
+
+def test_only_one_of_many_runs_asking_at_once_gets_a_claim(store):
+    claims, runs = OutputClaims(store, Layout(load_settings())), [f"r{i}" for i in range(8)]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        got = list(pool.map(lambda r: claims.acquire("outputs/z.mp4", r, "incoming/z.mp4", lambda _: True), runs))
+    assert sum(h is None for h in got) == 1
 
 
 def test_a_pinned_download_refuses_changed_content(store, tmp_path):

@@ -33,7 +33,8 @@ def test_trigger_waits_then_fires_with_only_the_new_video(store, tmp_path):
     f = tmp_path / "v.mp4"
     f.write_bytes(b"old")
     store.upload(f, "incoming/old.mp4")
-    Ledger(store, Layout(load_settings())).mark(store.video("incoming/old.mp4"), QUEUED, run_id="r")
+    layout = Layout(load_settings())
+    Ledger(store, layout).record(store.video("incoming/old.mp4"), "r", QUEUED, layout.default_output(), True)
 
     async def scenario():
         events = make_trigger(store.container).run()
@@ -49,6 +50,34 @@ def test_trigger_waits_then_fires_with_only_the_new_video(store, tmp_path):
     payload = asyncio.run(scenario())
     assert payload["status"] == "success"
     assert [v["blob"] for v in payload["videos"]] == ["incoming/new.mp4"]
+
+
+@pytest.mark.timeout(60)
+def test_polling_does_not_log_every_storage_requests_headers(store, caplog):
+    """The Azure SDK logs each request's URL and headers at INFO: 125 KB in 17 minutes of polling."""
+    import logging
+
+    from vidstyle import quiet_azure_http_logging
+
+    async def poll_a_while():
+        events = make_trigger(store.container).run()
+        waiting = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(1.5)  # several polls of an empty prefix
+        waiting.cancel()
+
+    def azure_info_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name.startswith("azure.") and r.levelno < logging.WARNING]
+
+    caplog.set_level(logging.INFO)
+    try:
+        quiet_azure_http_logging(verbose=True)  # as it was: every poll logs its requests
+        asyncio.run(poll_a_while())
+        assert len(azure_info_lines()) >= 2 and "x-ms-version" in caplog.text
+        caplog.clear()
+    finally:
+        quiet_azure_http_logging()  # what importing the package does by default
+    asyncio.run(poll_a_while())
+    assert azure_info_lines() == [] and "x-ms-version" not in caplog.text
 
 
 @pytest.mark.timeout(60)
@@ -84,4 +113,4 @@ def test_watcher_run_defers_until_a_video_arrives(store, tmp_path, monkeypatch):
     assert str(dr.state) == "success"
     assert time.monotonic() - started >= 8  # it really waited for the upload
     entry = Ledger(store, Layout(load_settings())).get(store.video("incoming/late.mp4").video_id)
-    assert entry["status"] == QUEUED and entry["run_id"].startswith("video__late-")
+    assert entry["status"] == QUEUED and entry["run_id"].split("__")[2].startswith("late-")

@@ -116,6 +116,37 @@ class BlobStore:
         self.bytes_read += len(data)
         return json.loads(data)
 
+    def read_json_versioned(self, blob: str) -> tuple[dict | None, str | None]:
+        """(data, ETag) of a JSON blob, or (None, None) when it does not exist."""
+        try:
+            stream = self.hook.download(self.container, blob)
+        except ResourceNotFoundError:
+            return None, None
+        data = stream.readall()
+        self.bytes_read += len(data)
+        return json.loads(data), stream.properties.etag
+
+    def write_json_if(self, blob: str, data: dict, etag: str | None) -> bool:
+        """Write only if the blob is still at ``etag`` (None: only if it does not exist yet).
+        False when someone else wrote first: read again and retry."""
+        text = json.dumps(data, indent=1)
+        condition = ({"overwrite": True, "etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+                     else {"overwrite": False})
+        try:
+            self.hook.load_string(text, self.container, blob, **condition)
+        except (ResourceModifiedError, ResourceExistsError):
+            return False
+        self.bytes_written += len(text.encode())
+        return True
+
+    def delete_if(self, blob: str, etag: str) -> bool:
+        """Delete only if the blob is still at ``etag``; False if it changed or is gone."""
+        try:
+            self._container.delete_blob(blob, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
     def delete_prefix(self, prefix: str) -> int:
         names = [p.name for p in self.list(prefix)]
         for name in names:

@@ -29,6 +29,8 @@ class Settings:
     max_active_videos: int = 4
     scoring_pool: str = "scoring"
     sensor_poke_seconds: int = 30
+    azure_http_logging: bool = False  # log every Azure SDK request's headers (read at import, see vidstyle/__init__)
+    claim_poke_seconds: int = 30  # how often a run waiting for another one writing its result looks again
     max_frames: int = 500_000
     # How chunks encode their segments (H.264; the run's crf sets the quality). "auto": the
     # GPU's hardware encoder on a node that has one, else libx264 at this preset.

@@ -16,11 +16,14 @@ PROCESSING_DAG = "video_stylize"
 
 
 def run_request(video: dict, rerun_tag: str = "", **params: Any) -> dict:
-    """Trigger arguments for one video. The run id derives from the content version; a
-    deliberate re-run of the same version adds a tag naming what asked for it."""
+    """Trigger arguments for one video at one content version: the run processes exactly that
+    version (or fails saying it was replaced). The run id carries the upload time (the order
+    runs are served in, see vidstyle.priority) and the version; a deliberate re-run of the same
+    version adds a tag naming what asked for it."""
     run_id = Video.from_dict(video).run_id + (f"__re__{rerun_tag}" if rerun_tag else "")
     return {"trigger_run_id": run_id,
-            "conf": {"video_blob": video["blob"], **{k: v for k, v in params.items() if v is not None}}}
+            "conf": {"video_blob": video["blob"], "video_version": video["version"],
+                     **{k: v for k, v in params.items() if v is not None}}}
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED)
@@ -32,12 +35,13 @@ def record_queued(videos: list[dict], requests: list[dict]) -> list[str]:
     finds its run already there instead of starting a second one.
     """
     settings = load_settings()
-    ledger = Ledger(BlobStore(settings.wasb_conn_id, settings.container), Layout(settings))
+    layout = Layout(settings)
+    ledger = Ledger(BlobStore(settings.wasb_conn_id, settings.container), layout)
     for video, request in zip(videos, requests, strict=True):
-        entry = ledger.get(video["video_id"]) or {}
-        if entry.get("run_id") == request["trigger_run_id"] and entry.get("status") != QUEUED:
-            continue  # the run got there first (running or finished): keep its status
-        ledger.mark(Video.from_dict(video), QUEUED, run_id=request["trigger_run_id"])
+        spec = layout.default_output(request["conf"].get("style"))
+        # A run that got there first (running or ended) keeps its own news: see Ledger.record.
+        ledger.record(Video.from_dict(video), request["trigger_run_id"], QUEUED, spec,
+                      is_default=spec == layout.default_output())
     return [r["trigger_run_id"] for r in requests]
 
 

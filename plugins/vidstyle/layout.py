@@ -18,13 +18,18 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from vidstyle.config import Settings
 
 
 def slug(text: str, limit: int = 48) -> str:
-    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    """ASCII for ids (Airflow run ids are ASCII): accents dropped, other scripts left out. Only a
+    readable prefix: every id also carries a hash of the full name, so ids never collide."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    s = re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-").lower()
     return s[:limit].strip("-") or "video"
 
 
@@ -46,8 +51,15 @@ class Video:
         return f"{slug(stem)}-{digest[:10]}"
 
     @property
+    def arrival(self) -> str:
+        """When this version was uploaded, compact UTC (in run ids: the processing order)."""
+        if not self.last_modified:
+            return "00000000T000000"
+        return datetime.fromisoformat(self.last_modified).strftime("%Y%m%dT%H%M%S")
+
+    @property
     def run_id(self) -> str:
-        return f"video__{self.video_id}"
+        return f"video__{self.arrival}__{self.video_id}"
 
     def to_dict(self) -> dict:
         return asdict(self) | {"video_id": self.video_id}
@@ -56,6 +68,38 @@ class Video:
     def from_dict(cls, data: dict) -> Video:
         return cls(**{k: data[k] for k in ("container", "blob", "version", "last_modified", "size", "etag")
                       if k in data})
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a run produces from a video: the parameters that change the result's bytes or place."""
+
+    style: str
+    output_height: int = 0
+    crf: int = 18
+    output_prefix: str = "outputs/"
+
+    @property
+    def key(self) -> str:
+        """Readable and unique: the style, plus every parameter that is not the default."""
+        parts = [self.style]
+        if self.output_height:
+            parts.append(f"{self.output_height}p")
+        if self.crf != OutputSpec.crf:
+            parts.append(f"crf{self.crf}")
+        if self.output_prefix != OutputSpec.output_prefix:
+            parts.append(f"in {self.output_prefix}")
+        return " ".join(parts)
+
+    @property
+    def variant(self) -> str:
+        """The result's name tag after the style: empty for the source's height and the default CRF."""
+        tags = ([f"{self.output_height}p"] if self.output_height else []) + (
+            [f"crf{self.crf}"] if self.crf != OutputSpec.crf else [])
+        return "".join(f".{t}" for t in tags)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -130,10 +174,18 @@ class Layout:
     def state(self, video_id: str) -> str:
         return f"{self.settings.state_prefix}videos/{video_id}.json"
 
-    def outputs(self, blob: str, style: str, output_prefix: str | None = None) -> dict[str, str]:
-        """Result paths mirror the input path under the output prefix, tagged with the style."""
-        prefix = self.settings.output_prefix if output_prefix is None else output_prefix
+    def outputs(self, blob: str, spec: OutputSpec) -> dict[str, str]:
+        """Result paths mirror the input path under the output prefix, tagged with the style and
+        any non-default height or quality: different outputs of one video never share a name."""
         rel = blob[len(self.settings.input_prefix):] if blob.startswith(self.settings.input_prefix) else blob
-        style_name = posixpath.splitext(posixpath.basename(style.rstrip("/")))[0]
-        base = prefix + posixpath.splitext(rel)[0] + "." + slug(style_name, 32)
+        style_name = posixpath.splitext(posixpath.basename(spec.style.rstrip("/")))[0]
+        base = spec.output_prefix + posixpath.splitext(rel)[0] + "." + slug(style_name, 32) + spec.variant
         return {"video": base + ".mp4", "manifest": base + ".manifest.json", "preview": base + ".preview.png"}
+
+    def default_output(self, style: str | None = None) -> OutputSpec:
+        """The output the watcher and the sweep produce: the installation's style and prefix."""
+        return OutputSpec(style or self.settings.default_style, output_prefix=self.settings.output_prefix)
+
+    def claim(self, output_blob: str) -> str:
+        """The blob a run holds while it writes ``output_blob`` (see vidstyle.claims)."""
+        return f"{self.settings.state_prefix}claims/{hashlib.sha256(output_blob.encode()).hexdigest()[:32]}.json"

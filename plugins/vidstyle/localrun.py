@@ -1,29 +1,39 @@
 """Run the processing DAG on a local video file against the configured blob store.
 
-Uploads the file under the input prefix, runs ``video_stylize`` in-process with Airflow's
-``dag.test()`` (real tasks, real XCom, real mapped chunks, SQLite metadata), downloads the
-result, manifest and preview, and prints the result's path on the last line.
+Uploads the file under the input prefix (by its own name, Unicode and all), runs
+``video_stylize`` in-process with Airflow's ``dag.test()`` (real tasks, real XCom, real mapped
+chunks), downloads the result, manifest and preview, and prints the result's path last.
 
     python -m vidstyle.localrun my-video.mov --style pop-art --out out/
+
+A run here lives only as long as this process. Stopped (Ctrl-C, SIGTERM) it records itself
+failed; killed outright, it is found by the next local run (``reap_dead_runs``), which marks
+it failed in Airflow and in the ledger, so the sweep picks the video up again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
 from vidstyle.blobs import BlobStore
 from vidstyle.config import load_settings
-from vidstyle.layout import Layout, slug
+from vidstyle.layout import Layout, OutputSpec, Video
+from vidstyle.ledger import FAILED, Ledger
 
 log = logging.getLogger("vidstyle.localrun")
+PROCESSING_DAG = "video_stylize"
+MARK = "_localrun"  # conf key naming the process a local run lives in
 
 
-def load_dag(dag_id: str = "video_stylize"):
+def load_dag(dag_id: str = PROCESSING_DAG):
     from airflow.configuration import conf
     from airflow.dag_processing.dagbag import DagBag
 
@@ -33,26 +43,102 @@ def load_dag(dag_id: str = "video_stylize"):
     return bag.dags[dag_id]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_runs(runs, why: str, session) -> list[str]:
+    """Mark local runs failed in Airflow (in ``session``, not committed) and in the ledger."""
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+
+    settings = load_settings()
+    store = BlobStore(settings.wasb_conn_id, settings.container)
+    ledger, failed = Ledger(store, Layout(settings)), []
+    for dr in runs:
+        for ti in dr.get_task_instances(session=session):
+            if ti.state not in State.finished:
+                ti.set_state(TaskInstanceState.FAILED, session=session)
+        dr.set_state(DagRunState.FAILED)
+        conf = dr.conf or {}
+        if conf.get("video_version"):
+            with contextlib.suppress(Exception):  # the ledger is best kept, never the reason to stop
+                ledger.end_run(Video(settings.container, conf["video_blob"], conf["video_version"]), dr.run_id,
+                               FAILED, why)
+        failed.append(dr.run_id)
+    return failed
+
+
+def reap_dead_runs() -> list[str]:
+    """Local runs of this host whose process is gone: marked failed. Returns their run ids."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    host = socket.gethostname()
+    with create_session() as session:
+        running = session.query(DagRun).filter(DagRun.dag_id == PROCESSING_DAG,
+                                               DagRun.state == DagRunState.RUNNING).all()
+        dead = [dr for dr in running if (m := (dr.conf or {}).get(MARK)) and m.get("host") == host
+                and not _alive(int(m.get("pid", 0)))]
+        failed = _fail_runs(dead, "its local process was killed before the run ended", session)
+    for run_id in failed:
+        print(f"marked failed: local run {run_id}, whose process was killed", flush=True)
+    return failed
+
+
+def _fail_own_run(why: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        running = session.query(DagRun).filter(DagRun.dag_id == PROCESSING_DAG,
+                                               DagRun.state == DagRunState.RUNNING).all()
+        mine = [dr for dr in running if (dr.conf or {}).get(MARK, {}).get("pid") == os.getpid()]
+        _fail_runs(mine, why, session)
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run_file(video: Path, out_dir: Path, return_run: bool = False, **params):
     settings = load_settings()
     if not video.is_file():
         raise FileNotFoundError(f"{video} does not exist")
+    reap_dead_runs()
     store = BlobStore(settings.wasb_conn_id, settings.container)
     store.ensure_container()
-    blob = f"{settings.input_prefix}local/{slug(video.stem)}{video.suffix.lower()}"
+    blob = f"{settings.input_prefix}local/{video.name}"  # the name as given: blob names are Unicode
     store.upload(video, blob)
+    version = store.video(blob).version
     print(f"uploaded {video} to wasb://{settings.container}/{blob}", flush=True)
-    conf = {"video_blob": blob, **{k: v for k, v in params.items() if v is not None}}
-    dagrun = load_dag().test(run_conf=conf)
+    conf = {"video_blob": blob, "video_version": version, **{k: v for k, v in params.items() if v is not None},
+            MARK: {"host": socket.gethostname(), "pid": os.getpid()}}
+    _stop_on_sigterm()
+    try:
+        dagrun = load_dag().test(run_conf=conf)
+    except KeyboardInterrupt:
+        _fail_own_run("its local process was stopped before the run ended")
+        raise
     if str(dagrun.state) != "success":
-        record = store.read_json(Layout(settings).state(store.video(blob).video_id))
-        raise RuntimeError(f"run {dagrun.run_id} ended {dagrun.state}: {record.get('error')}")
-    outputs = Layout(settings).outputs(blob, conf.get("style", settings.default_style),
-                                       conf.get("output_prefix"))
+        entry = Ledger(store, Layout(settings)).get(Video(settings.container, blob, version).video_id) or {}
+        error = entry.get("runs", {}).get(dagrun.run_id, {}).get("error")
+        raise RuntimeError(f"run {dagrun.run_id} ended {dagrun.state}: {error}")
+    spec = OutputSpec(conf.get("style", settings.default_style), conf.get("output_height") or 0,
+                      conf.get("crf", 18), conf.get("output_prefix", settings.output_prefix))
+    outputs = Layout(settings).outputs(blob, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
-    local = {}
-    for kind, name in outputs.items():
-        local[kind] = store.download(name, out_dir / Path(name).name)
+    local = {kind: store.download(name, out_dir / Path(name).name) for kind, name in outputs.items()}
     return (local, dagrun) if return_run else local
 
 
@@ -70,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = run_file(a.video, a.out, style=a.style, chunk_frames=a.chunk_frames,
                          output_height=a.output_height, crf=a.crf, backend=a.backend)
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     manifest = json.loads(files["manifest"].read_text())

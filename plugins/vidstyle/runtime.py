@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -36,6 +36,22 @@ def failing_well(what: str, blob: str) -> Iterator[None]:
         raise AirflowFailException(f"video {blob}: {what}: bad input: {exc}") from exc
     except Exception as exc:
         raise RuntimeError(f"video {blob}: {what}: {type(exc).__name__}: {exc}") from exc
+
+
+LIVE_STATES = frozenset({"queued", "running"})
+
+
+def run_is_live(context: Any, dag_id: str) -> Callable[[str], bool]:
+    """Whether another run of ``dag_id`` is still queued or running, asked through the Task SDK
+    (a task has no database of its own). A run that does not exist is not live."""
+    def is_live(run_id: str) -> bool:
+        try:
+            return str(context["ti"].get_dagrun_state(dag_id=dag_id, run_id=run_id)) in LIVE_STATES
+        except Exception as exc:  # the API answers "not found" with an error
+            log.info("run %s of %s: no state (%s): taken as ended", run_id, dag_id, type(exc).__name__)
+            return False
+
+    return is_live
 
 
 def on_task_failure(context: Any) -> None:

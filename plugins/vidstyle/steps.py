@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,10 +27,11 @@ from scoring.chunk import PREVIEW_NAME, RESULT_NAME, SEGMENT_NAME, Encoding
 from vidstyle import audio, joining, media
 from vidstyle.backends import ChunkTask, backend_class, get_backend
 from vidstyle.blobs import BlobStore
+from vidstyle.claims import Holder, OutputClaims
 from vidstyle.config import Settings
 from vidstyle.cutting import Cutter, Geometry, output_time_base
-from vidstyle.layout import Chunk, Layout, Video, WorkArea
-from vidstyle.ledger import FAILED, RUNNING, SUCCEEDED, Ledger
+from vidstyle.layout import Chunk, Layout, OutputSpec, Video, WorkArea
+from vidstyle.ledger import FAILED, RUNNING, SUCCEEDED, SUPERSEDED, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class JobParams:
     output_prefix: str
     backend: str
     keep_work: bool
+    video_version: str | None = None  # the content version the run was created for; None: the current one
 
 
 class VideoRun:
@@ -61,9 +63,24 @@ class VideoRun:
 
     @property
     def video(self) -> Video:
+        """The version this run processes: the one it was created for, else what the blob holds.
+        When the blob holds another version now, this is the pinned one, without the ETag that
+        would let it be downloaded: ``start`` refuses it, and failures are recorded against it."""
         if self._video is None:
-            self._video = self.store.video(self.params.video_blob)
+            current = self.store.video(self.params.video_blob)
+            pinned = self.params.video_version
+            self._video = current if pinned in (None, current.version) else Video(
+                current.container, current.blob, pinned)
         return self._video
+
+    @property
+    def output_spec(self) -> OutputSpec:
+        p = self.params
+        return OutputSpec(p.style, p.output_height, p.crf, p.output_prefix)
+
+    @property
+    def is_default_output(self) -> bool:
+        return self.output_spec == self.layout.default_output()
 
     @property
     def vid(self) -> str:
@@ -75,7 +92,10 @@ class VideoRun:
 
     @property
     def outputs(self) -> dict[str, str]:
-        return self.layout.outputs(self.video.blob, self.params.style, self.params.output_prefix)
+        return self.layout.outputs(self.video.blob, self.output_spec)
+
+    def record(self, status: str, **fields) -> dict:
+        return self.ledger.record(self.video, self.run_id, status, self.output_spec, self.is_default_output, **fields)
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
@@ -87,18 +107,56 @@ class VideoRun:
         return self.store.download(self.video.blob, folder / f"source{suffix}", etag=self.video.etag)
 
 
+def check_params(params: JobParams, settings: Settings) -> None:
+    """The rules the trigger form states in words, checked here with the same words (a JSON
+    schema pattern would show users a raw regular expression)."""
+    blob, prefix = params.video_blob, params.output_prefix
+    if blob.startswith("/") or "\\" in blob or blob != blob.strip() or not blob.lower().endswith(settings.suffixes):
+        raise BadInput(f"video_blob {blob!r}: give the path of a video file inside container {settings.container!r}, "
+                       f"without a leading '/', ending in one of {settings.video_suffixes}")
+    if prefix and (prefix.startswith("/") or not prefix.endswith("/") or "\\" in prefix):
+        raise BadInput(f"output_prefix {prefix!r}: give a folder inside container {settings.container!r}, ending "
+                       "with '/' and without a leading '/' (or leave it empty for the container's top)")
+
+
 def start(run: VideoRun) -> dict:
-    """Pin the exact content version this run processes and record it in the ledger."""
-    if not run.params.video_blob.lower().endswith(run.settings.suffixes):
-        raise BadInput(f"{run.params.video_blob}: not a video file name (expected {run.settings.video_suffixes})")
+    """Pin the exact content version this run was created for and record it in the ledger."""
+    check_params(run.params, run.settings)
     try:
         video = run.video
+        if not video.etag:  # the blob holds another version now (see VideoRun.video)
+            current = run.store.video(video.blob)
+            run.record(SUPERSEDED, error=f"replaced by a newer upload (version {current.version}, "
+                                         f"{current.last_modified}) before this run started")
+            raise BadInput(f"{video.blob} now holds a newer upload (version {current.version}, uploaded "
+                           f"{current.last_modified}); this run was for version {video.version}, which is gone. "
+                           "The newer version is a video of its own with its own run.")
         get_backend(run.params.backend).preflight(run.params.style, run.settings.wasb_conn_id)
     except (FileNotFoundError, ValueError) as exc:
+        if isinstance(exc, BadInput):
+            raise
         raise BadInput(str(exc)) from exc
-    run.ledger.mark(video, RUNNING, run_id=run.run_id, style=run.params.style, error=None)
-    log.info("processing %s (id %s, version %s, %d bytes)", video.blob, video.video_id, video.version, video.size)
+    run.record(RUNNING, error=None)
+    log.info("processing %s (id %s, version %s, %d bytes) into %s", video.blob, video.video_id, video.version,
+             video.size, run.outputs["video"])
     return video.to_dict()
+
+
+def claim_output(run: VideoRun, is_running: Callable[[str], bool]) -> Holder | None:
+    """Claim the result's path for this run; the run holding it when another one does."""
+    holder = OutputClaims(run.store, run.layout).acquire(run.outputs["video"], run.run_id, run.video.blob,
+                                                         is_running)
+    if holder:
+        log.info("%s is being written by run %s (for %s, since %s); waiting for it to end", run.outputs["video"],
+                 holder.run_id, holder.video, holder.since)
+    else:
+        log.info("claimed %s for this run", run.outputs["video"])
+    return holder
+
+
+def release_output(run: VideoRun) -> None:
+    if OutputClaims(run.store, run.layout).release(run.outputs["video"], run.run_id):
+        log.info("gave back the claim on %s", run.outputs["video"])
 
 
 @dataclass
@@ -269,7 +327,8 @@ def publish(run: VideoRun, split_info: dict, audio_info: dict | None, stitched: 
         "storage": storage, "outputs": outputs,
     }
     run.store.write_json(outputs["manifest"], manifest)
-    run.ledger.mark(run.video, SUCCEEDED, run_id=run.run_id, outputs=outputs, error=None)
+    run.record(SUCCEEDED, outputs=outputs, error=None)
+    release_output(run)
     log.info("manifest wasb://%s/%s: %d frames, scoring %.2f frames/s over %d chunks; storage moved %.1f MiB "
              "(%.1fx source + result)", run.settings.container, outputs["manifest"], scored,
              manifest["scoring"]["frames_per_second"] or 0, len(chunks), moved / 2**20,
@@ -287,5 +346,9 @@ def cleanup(run: VideoRun) -> int:
 
 
 def record_failure(run: VideoRun, where: str, error: str) -> None:
-    """The ledger keeps the failure; the work blobs stay for diagnosis."""
-    run.ledger.mark(run.video, FAILED, run_id=run.run_id, error=f"{where}: {error}"[:2000])
+    """The ledger keeps the failure (unless the run already ended as superseded); the claim on
+    the result goes back; the work blobs stay for diagnosis."""
+    entry = run.ledger.get(run.video.video_id) or {}
+    if entry.get("runs", {}).get(run.run_id, {}).get("status") != SUPERSEDED:
+        run.record(FAILED, error=f"{where}: {error}"[:2000])
+    release_output(run)
