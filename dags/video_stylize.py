@@ -71,9 +71,10 @@ def video_stylize():
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when extract_audio is skipped (no audio)
     def stitch(video: dict) -> dict:
+        context = get_current_context()
         run = _run(video)
         with failing_well("stitch", run.video.blob):
-            return steps.stitch(run)
+            return steps.stitch(run, run_is_live(context, context["dag"].dag_id))
 
     @task
     def publish(video: dict, split_summary: dict, stitched: dict) -> dict:

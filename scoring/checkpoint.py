@@ -71,8 +71,8 @@ def infer_shape(state: dict[str, torch.Tensor], path: Path) -> tuple[int, int]:
     return int(first.shape[0]), blocks
 
 
-def read_sidecar(path: Path) -> dict:
-    sidecar = path.with_suffix(".json")
+def read_sidecar(path: Path, sidecar: Path | None = None) -> dict:
+    sidecar = sidecar or path.with_suffix(".json")
     if not sidecar.is_file():
         return {}
     try:
@@ -81,11 +81,13 @@ def read_sidecar(path: Path) -> dict:
         raise ModelLoadError(f"{sidecar}: sidecar is not valid JSON ({exc})") from exc
 
 
-def load_model(ref: str | Path, device: str | torch.device = "cpu") -> tuple[TransformerNet, ModelInfo]:
+def load_model(ref: str | Path, device: str | torch.device = "cpu",
+               sidecar: Path | None = None) -> tuple[TransformerNet, ModelInfo]:
+    """A built-in model or a checkpoint, checked against its sidecar (beside it, or ``sidecar``)."""
     path = resolve_model(ref)
     state = read_state_dict(path)
     width, blocks = infer_shape(state, path)
-    sidecar = read_sidecar(path)
+    sidecar = read_sidecar(path, sidecar)
     arch = sidecar.get("architecture", {})
     if arch and (arch.get("width"), arch.get("blocks")) != (width, blocks):
         raise ModelLoadError(

@@ -48,24 +48,29 @@ def _folder_bytes(*paths: Path) -> int:
 def stylize_chunk(args: argparse.Namespace, scorer: Scorer, model_width: int) -> dict:
     """A chunk folder in, an encoded segment (and maybe the preview) out."""
     from scoring.chunk import PREVIEW_NAME, SEGMENT_NAME, SPEC_NAME, ChunkSpec
+    from scoring.flicker import FlickerMeter
     from scoring.video import SegmentWriter, read_chunk
 
     src, out = Path(args.input), Path(args.output)
     spec = ChunkSpec.load(src)
     out.mkdir(parents=True, exist_ok=True)
     writer = SegmentWriter(out / SEGMENT_NAME, spec)
-    before: dict[int, object] = {}
+    meter = FlickerMeter(every=args.flicker_every)
+    before: dict[int, object] = {}  # source frames the writer needs: the preview's, flicker pairs'
 
     def frames():
         for i, frame in enumerate(read_chunk(src / spec.piece, spec)):
-            if i == spec.preview:
+            if i == spec.preview or meter.wants(i):
                 before[i] = frame
             yield i, frame
 
     def write(i: int, styled) -> None:
         writer.write(styled)
+        source = before.pop(i, None)
+        if source is not None:
+            meter.add(i, source, styled)
         if i == spec.preview:
-            save_preview(before.pop(i), styled, out / PREVIEW_NAME)
+            save_preview(source, styled, out / PREVIEW_NAME)
 
     width, height = spec.model_size
     batch = args.batch_size or auto_batch_size(scorer.device, lambda: (height, width), model_width)
@@ -77,7 +82,7 @@ def stylize_chunk(args: argparse.Namespace, scorer: Scorer, model_width: int) ->
         writer.abort()
         raise
     return {"frames": stats.frames, "seconds": stats.seconds, "model_seconds": stats.model_seconds,
-            "encoder": writer.encoder, "batch_size": batch,
+            "encoder": writer.encoder, "batch_size": batch, "flicker": meter.summary(),
             "bytes_in": _folder_bytes(src / SPEC_NAME, src / spec.piece),
             "bytes_out": _folder_bytes(out / SEGMENT_NAME, out / PREVIEW_NAME)}
 
@@ -118,7 +123,7 @@ def cmd_stylize(args: argparse.Namespace, started: float) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        model, info = load_model(args.model, device)
+        model, info = load_model(args.model, device, sidecar=Path(args.sidecar) if args.sidecar else None)
         scorer = Scorer(model, device, args.precision, compile=args.compile)
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -137,6 +142,7 @@ def cmd_stylize(args: argparse.Namespace, started: float) -> int:
         "fps": round(figures["frames"] / figures["seconds"], 3) if figures["seconds"] else 0.0,
         # start-up (torch import, model load, compile) included: what a chunk task waits for
         "total_seconds": round(total, 3), "startup_seconds": round(total - figures["seconds"], 3),
+        "process_started_at": round(time.time() - total, 3),  # wall clock: a remote job's start-up is measured from it
         "device": str(device), "model": info.path.name, "precision": scorer.precision, "compiled": scorer.compiled,
     }
     if args.result:
@@ -168,6 +174,24 @@ def cmd_preview(args: argparse.Namespace, started: float) -> int:
     return 0
 
 
+def cmd_flicker(args: argparse.Namespace, started: float) -> int:
+    """Print the warping error of a styled video, the source's own (the flow's noise floor), their ratio."""
+    from scoring.flicker import measure_videos
+
+    try:
+        result = measure_videos(Path(args.source), Path(args.styled), every=args.every)
+    except (OSError, ValueError) as exc:  # PyAV's errors are OSErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not result["pairs"]:
+        print("error: fewer than two frames: nothing to compare", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"warping error {result['warping_error']:.6f} (source {result['source_warping_error']:.6f}, "
+          f"ratio {result['ratio']}) over {result['pairs']} frame pairs of {result['frames']} frames")
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
 def cmd_models(_: argparse.Namespace, started: float) -> int:
     for name, path in builtin_models().items():
         print(f"{name}\t{path}")
@@ -179,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     st = sub.add_parser("stylize", help="stylize a chunk folder (video) or a folder of images")
     st.add_argument("--model", required=True, help="built-in model name or checkpoint path")
+    st.add_argument("--sidecar", help="the checkpoint's JSON sidecar, when it is not beside it (a remote job's input)")
     st.add_argument("--input", required=True, help="chunk folder (chunk.json + piece) or folder of images")
     st.add_argument("--output", required=True, help="output folder")
     st.add_argument("--batch-size", type=int, default=0, help="frames per forward pass (0: automatic)")
@@ -190,7 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     st.add_argument("--result", help="also write the summary as JSON to this file")
     st.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")
+    st.add_argument("--flicker-every", type=int, default=8, metavar="N",
+                    help="measure flicker on the pair (i, i+1) of every N-th frame of a chunk (0: off)")
     st.set_defaults(func=cmd_stylize)
+    fl = sub.add_parser("flicker", help="warping error (flicker) of a styled video against its source")
+    fl.add_argument("source", help="the source video: its optical flow is the reference")
+    fl.add_argument("styled", help="the styled video (same frames), or another copy of the source")
+    fl.add_argument("--every", type=int, default=1, metavar="N", help="sample the pair (i, i+1) of every N-th frame")
+    fl.set_defaults(func=cmd_flicker)
     pv = sub.add_parser("preview", help="before/after image of one photo")
     pv.add_argument("--model", required=True)
     pv.add_argument("--image", required=True)

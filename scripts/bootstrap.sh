@@ -46,5 +46,6 @@ if [ ! -f "$migrated" ]; then
   touch "$migrated"
 fi
 # The pool bounds how many chunks score at once on this machine: a flood of uploads queues.
-airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-1}" "Concurrent chunk scoring tasks" >/dev/null 2>&1
+# Counting deferred tasks too: a chunk waiting on a remote (Azure ML) job holds its slot.
+airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-1}" "Concurrent chunk scoring tasks" --include-deferred >/dev/null 2>&1
 say "ready"

@@ -5,7 +5,7 @@
 # machines of their own (nothing shares local disk: everything goes through blob storage).
 #
 #   ./scripts/cluster.sh start [WORKERS]      # 2 workers by default; UI/API on http://127.0.0.1:8090
-#   ./scripts/cluster.sh stop
+#   ./scripts/cluster.sh stop [NAME]          # all, or one process (SIGTERM: it shuts down as it would)
 #   ./scripts/cluster.sh status
 #   ./scripts/cluster.sh kill NAME            # SIGKILL a process and everything it started (a lost machine)
 #   ./scripts/cluster.sh run NAME             # (re)start one: scheduler, triggerer, worker1, ...
@@ -121,11 +121,12 @@ case "${1:-start}" in
       airflow db migrate >"$CLUSTER/logs/migrate.log" 2>&1 || { tail -20 "$CLUSTER/logs/migrate.log"; exit 1; }
       touch "$AIRFLOW_HOME/.migrated"
     fi
-    airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-2}" "Concurrent chunk scoring tasks" >/dev/null
+    airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-2}" "Concurrent chunk scoring tasks" --include-deferred >/dev/null
     for name in $(names "${2:-2}"); do run "$name"; done
     wait_for_api
     say "up: UI and API at http://127.0.0.1:$API_PORT" ;;
   stop)
+    if [ -n "${2:-}" ]; then stop_ "$2"; exit; fi
     for f in "$CLUSTER"/run/*.pid; do [ -e "$f" ] && stop_ "$(basename "$f" .pid)"; done; true ;;
   status)
     for f in "$CLUSTER"/run/*.pid; do
@@ -146,6 +147,6 @@ from azure.storage.blob import BlobServiceClient
 BlobServiceClient.from_connection_string("UseDevelopmentStorage=true").delete_container(sys.argv[1])
 PY
     rm -f "$AIRFLOW_HOME/.migrated" ;;
-  *) echo "usage: $0 start [WORKERS] | stop | status | kill NAME | run NAME | airflow ARGS | env | reset | drop" >&2
+  *) echo "usage: $0 start [WORKERS] | stop [NAME] | status | kill NAME | run NAME | airflow ARGS | env | reset | drop" >&2
      exit 2 ;;
 esac

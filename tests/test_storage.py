@@ -137,6 +137,23 @@ def test_a_claim_left_by_a_run_that_was_killed_is_broken(store):
     assert store.read_json(Layout(load_settings()).claim("outputs/y.mp4"))["run_id"] == "next"
 
 
+def test_a_failed_run_cleared_past_its_claim_takes_it_again_before_writing_unless_another_run_writes(store):
+    from types import SimpleNamespace
+
+    from vidstyle.steps import hold_claim
+
+    layout, output = Layout(load_settings()), "outputs/w.pop-art.mp4"
+    run = SimpleNamespace(store=store, layout=layout, outputs={"video": output}, run_id="cleared",
+                          video=SimpleNamespace(blob="incoming/w.mp4"))
+    hold_claim(run, lambda r: True)  # its claim was given back when it failed: it takes it again
+    assert store.read_json(layout.claim(output))["run_id"] == "cleared"
+    OutputClaims(store, layout).release(output, "cleared")
+    assert OutputClaims(store, layout).acquire(output, "newer", "incoming/w.mp4", lambda r: True) is None
+    with pytest.raises(RuntimeError, match="run newer .* now writes outputs/w.pop-art.mp4.*claim_output"):
+        hold_claim(run, lambda r: True)
+    hold_claim(run, lambda r: r != "newer")  # that run has ended meanwhile: the claim is broken, and taken
+
+
 def test_only_one_of_many_runs_asking_at_once_gets_a_claim(store):
     claims, runs = OutputClaims(store, Layout(load_settings())), [f"r{i}" for i in range(8)]
     with ThreadPoolExecutor(len(runs)) as pool:

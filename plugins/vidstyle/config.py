@@ -39,6 +39,9 @@ class Settings:
     # Sources that cannot be cut by stream copy are re-encoded per chunk at this x264 CRF
     # (near-lossless: the chunk decodes it once more before styling).
     mezzanine_crf: int = 10
+    # Flicker (README "Flicker"): each chunk measures the warping error of the pair (i, i+1) for
+    # every N-th frame i; 0 turns it off. Every 8th costs ~2% of a chunk's time on a CPU.
+    flicker_every: int = 8
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
     local_precision: str = "auto"  # auto: fp16 on a GPU, fp32 on a CPU
     local_compile: bool = False  # torch.compile: pays off on long chunks (compiling: ~20 s, ~6 s cached)
@@ -61,7 +64,13 @@ class Settings:
     azureml_precision: str = "auto"  # fp16 on a GPU
     azureml_compile: bool = False
     azureml_job_timeout_minutes: int = 60  # a job running longer is stopped by Azure ML
-    azureml_queue_timeout_minutes: int = 120  # extra wait for a node (low-priority capacity)
+    azureml_queue_timeout_minutes: int = 120  # the longest a job may wait for a node (time queued only)
+    azureml_not_responding_minutes: int = 10  # how long a job may say NotResponding before it is given up
+    azureml_pool_slots: int = 0  # chunks with a job on Azure ML at once; 0: twice azureml_max_nodes
+    azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (README: chunk size)
+    # Price per node-hour by VM size, for the manifest's cost estimate, as JSON: what you pay
+    # (low priority or dedicated, your region and discounts), e.g. {"Standard_NC4as_T4_v3": 0.15}.
+    azureml_prices: str = ""
     azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
     azureml_max_poll_seconds: float = 120.0
 

@@ -63,10 +63,12 @@ def stylize_params(settings: Settings) -> dict[str, Param]:
                         "leading '/' (empty: the container's top)",
         ),
         "chunk_frames": Param(
-            settings.chunk_frames, type="integer", minimum=1, maximum=10_000, title="Chunk size (frames)",
+            None, type=["null", "integer"], minimum=1, maximum=100_000, title="Chunk size (frames)",
             section="Processing",
-            description="About how many frames each scoring task takes, 1 to 10000 (chunks end on the "
-                        "source's keyframes nearest to it); each chunk is retried on its own",
+            description=f"About how many frames each scoring task takes, 1 to 100000 (chunks end on the source's "
+                        f"keyframes nearest to it); each chunk is retried on its own. Empty: the backend's "
+                        f"(local: {settings.chunk_frames}; azureml: {settings.azureml_chunk_frames}, larger "
+                        "because each job pays for starting a container)",
         ),
         "backend": Param(
             settings.backend, type="string", enum=sorted(BACKENDS), title="Compute backend", section="Processing",

@@ -53,6 +53,7 @@ class Sampler:
     """RSS of this process tree and bytes under the scratch folders, sampled in a thread."""
 
     samples: list[Sample] = field(default_factory=list)
+    baseline: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def _rss(self) -> int:
@@ -85,6 +86,7 @@ class Sampler:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Sampler]:
+        self.baseline = self._disk()
         thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
         thread.start()
         try:
@@ -94,9 +96,11 @@ class Sampler:
             thread.join()
 
     def peaks(self, start: float, end: float) -> tuple[int, int]:
+        """Peak RSS and peak scratch disk in [start, end], the disk less what was there before the run
+        (scratch folders a killed process left behind)."""
         inside = [s for s in self.samples if start <= s.at <= end] or [
             min(self.samples, key=lambda s: abs(s.at - (start + end) / 2))]
-        return max(s.rss for s in inside), max(s.disk for s in inside)
+        return max(s.rss for s in inside), max(0, max(s.disk for s in inside) - self.baseline)
 
 
 @dataclass

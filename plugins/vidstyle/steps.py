@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from scoring import flicker
 from scoring.chunk import PREVIEW_NAME, RESULT_NAME, SEGMENT_NAME, Encoding
 from vidstyle import audio, joining, media
 from vidstyle.backends import ChunkTask, backend_class, get_backend
+from vidstyle.backends.base import JOB_FILE
 from vidstyle.blobs import BlobStore
 from vidstyle.claims import Holder, OutputClaims
 from vidstyle.config import Settings
@@ -44,7 +46,7 @@ class BadInput(ValueError):
 class JobParams:
     video_blob: str
     style: str
-    chunk_frames: int
+    chunk_frames: int | None  # None: the backend's default
     output_height: int
     crf: int
     output_prefix: str
@@ -154,6 +156,16 @@ def claim_output(run: VideoRun, is_running: Callable[[str], bool]) -> Holder | N
     return holder
 
 
+def hold_claim(run: VideoRun, is_running: Callable[[str], bool]) -> None:
+    """Before writing the result: this run holds its claim. A run that failed gave it back; cleared
+    and resumed past claim_output, it takes it again, or stops if another run now writes there."""
+    if holder := OutputClaims(run.store, run.layout).acquire(run.outputs["video"], run.run_id, run.video.blob,
+                                                             is_running):
+        raise RuntimeError(f"run {holder.run_id} (for {holder.video}, since {holder.since}) now writes "
+                           f"{run.outputs['video']}; this run gave its claim back when it failed: clear it from "
+                           "claim_output to take its turn")
+
+
 def release_output(run: VideoRun) -> None:
     if OutputClaims(run.store, run.layout).release(run.outputs["video"], run.run_id):
         log.info("gave back the claim on %s", run.outputs["video"])
@@ -192,8 +204,9 @@ def split(run: VideoRun) -> dict:
     params, settings, area = run.params, run.settings, run.area
     with run.scratch() as tmp:
         source = run.source(tmp)
+        chunk_frames = params.chunk_frames or backend_class(params.backend).chunk_frames(settings)
         try:
-            info, index = media.probe(source, max_gop=2 * params.chunk_frames)
+            info, index = media.probe(source, max_gop=2 * chunk_frames)
         except media.MediaError as exc:
             raise BadInput(f"{run.video.blob}: {exc}") from exc
         if info.frames > settings.max_frames:
@@ -206,8 +219,8 @@ def split(run: VideoRun) -> dict:
             run.store.upload(path, area.chunk_file(index, "in", name))
             path.unlink()
 
-        cutter = Cutter(source, info, index, run.video.blob, params.chunk_frames, geometry, encoding, tmp / "chunks",
-                        emit, settings.mezzanine_crf)
+        cutter = Cutter(source, info, index, run.video.blob, chunk_frames, geometry, encoding, tmp / "chunks", emit,
+                        settings.mezzanine_crf)
         try:
             chunks = cutter.run()
         except media.MediaError as exc:
@@ -220,7 +233,7 @@ def split(run: VideoRun) -> dict:
              "of about %d frames", run.video.blob, info.frames, info.frame_rate,
              "constant" if info.constant_rate else "variable", float(info.duration), width, height,
              f" rotated {info.rotation}" if info.rotation else "", *geometry.size,
-             info.audio.codec if info.audio else "none", info.mode, info.mode_reason, len(chunks), params.chunk_frames)
+             info.audio.codec if info.audio else "none", info.mode, info.mode_reason, len(chunks), chunk_frames)
     return {"source": info.summary() | {"output_size": list(geometry.size)}, "chunks": chunk_tasks(run, chunks),
             "storage": run.store.traffic()}
 
@@ -235,7 +248,8 @@ def chunk_tasks(run: VideoRun, chunks: list[Chunk]) -> list[dict]:
     return [ChunkTask(conn_id=run.settings.wasb_conn_id, container=run.settings.container,
                       video_blob=run.video.blob, video_id=run.vid, chunk_index=c.index, chunk_label=c.label,
                       frames=c.frames, input_dir=run.area.chunk_dir(c.index, "in"),
-                      output_dir=run.area.chunk_dir(c.index, "out"), model=run.params.style, **options).to_dict()
+                      output_dir=run.area.chunk_dir(c.index, "out"), model=run.params.style,
+                      flicker_every=run.settings.flicker_every, **options).to_dict()
             | {"backend": run.params.backend} for c in chunks]
 
 
@@ -264,14 +278,17 @@ def chunk_results(run: VideoRun, plan: Plan) -> list[dict]:
             continue
         if result.get("frames") != chunk.frames:
             problems.append(f"{chunk.label}: {result.get('frames')} frames back, {chunk.frames} sent")
-        results.append(result | {"chunk": chunk.index, "label": chunk.label, "start": chunk.start, "end": chunk.end})
+        job = run.store.read_json_versioned(run.area.chunk_file(chunk.index, "out", JOB_FILE))[0]  # remote only
+        results.append(result | {"chunk": chunk.index, "label": chunk.label, "start": chunk.start, "end": chunk.end}
+                       | ({"azureml": job} if job else {}))
     if problems:
         raise RuntimeError(f"video {run.video.blob}: " + "; ".join(problems))
     return results
 
 
-def stitch(run: VideoRun) -> dict:
+def stitch(run: VideoRun, is_running: Callable[[str], bool]) -> dict:
     """Join the segments by stream copy with the audio; prove the result against the source; upload it."""
+    hold_claim(run, is_running)
     plan = load_plan(run)
     info = plan.source
     results = chunk_results(run, plan)
@@ -295,9 +312,9 @@ def stitch(run: VideoRun) -> dict:
     middle = info.frames // 2  # the chunk that holds it wrote the before/after preview
     return report | {"bytes": size, "blob": run.outputs["video"], "storage": run.store.traffic(),
                      "preview_chunk": next(c.index for c in plan.chunks if c.start <= middle < c.end),
-                     "chunks": [{k: r.get(k) for k in ("chunk", "label", "start", "end", "frames", "seconds",
-                                                        "total_seconds", "fps", "device", "encoder", "bytes_in",
-                                                        "bytes_out", "model")} for r in results]}
+                     "chunks": [{k: r[k] for k in ("chunk", "label", "start", "end", "frames", "seconds",
+                                                   "total_seconds", "fps", "device", "encoder", "bytes_in",
+                                                   "bytes_out", "model", "azureml") if k in r} for r in results]}
 
 
 def publish(run: VideoRun, split_info: dict, audio_info: dict | None, stitched: dict) -> dict:
@@ -325,7 +342,15 @@ def publish(run: VideoRun, split_info: dict, audio_info: dict | None, stitched: 
         "scoring": {"frames": scored, "chunk_seconds": round(busy, 3),
                     "frames_per_second": round(scored / busy, 3) if busy else None},
         "storage": storage, "outputs": outputs,
+        "flicker": flicker.combine([c.get("flicker") for c in chunks]),
     }
+    if manifest["flicker"]:
+        f = manifest["flicker"]
+        log.info("flicker: warping error %.6f, the source's own %.6f (ratio %s) over %d frame pairs",
+                 f["warping_error"], f["source_warping_error"], f["ratio"], f["pairs"])
+    if remote := job_totals([c["azureml"] for c in chunks if c.get("azureml")]):
+        manifest["azureml"] = remote
+        log_cost(remote)
     run.store.write_json(outputs["manifest"], manifest)
     run.record(SUCCEEDED, outputs=outputs, error=None)
     release_output(run)
@@ -334,6 +359,33 @@ def publish(run: VideoRun, split_info: dict, audio_info: dict | None, stitched: 
              manifest["scoring"]["frames_per_second"] or 0, len(chunks), moved / 2**20,
              storage["moved_per_source_and_result"])
     return manifest
+
+
+def log_cost(t: dict) -> None:
+    cost = f"{t['cost']:.4f} (azureml_prices)" if t["cost"] is not None else "unknown: set azureml_prices"
+    log.info("Azure ML: %d jobs (%d of them retries) on %s: %.0f GPU-seconds, %.0f s on nodes (%.0f%% of it "
+             "start-up), %.0f s queued; estimated cost: %s", t["jobs"], t["retried_jobs"], t["vm_size"],
+             t["gpu_seconds"] or 0, t["node_seconds"] or 0, 100 * (t["startup_share"] or 0),
+             t["queued_seconds"] or 0, cost)
+
+
+def job_totals(jobs: list[dict]) -> dict | None:
+    """A video's Azure ML jobs summed: node time is what is billed, per GPU and at the set price,
+    the chunks' failed or cancelled earlier jobs included. ``None`` where a figure is unknown."""
+    if not jobs:
+        return None
+    retried = [e for j in jobs for e in j.get("earlier") or []]
+
+    def total(key: str, of: list[dict], digits: int = 3) -> float | None:
+        values = [j.get(key) for j in of]
+        return None if any(v is None for v in values) else round(sum(values), digits)
+
+    node, startup = total("node_seconds", jobs + retried), total("startup_seconds", jobs)
+    return {"jobs": len(jobs) + len(retried), "retried_jobs": len(retried), "vm_size": jobs[0]["vm_size"],
+            "gpu_seconds": total("gpu_seconds", jobs + retried), "node_seconds": node,
+            "queued_seconds": total("queued_seconds", jobs + retried), "startup_seconds": startup,
+            "startup_share": round(startup / node, 3) if node and startup is not None else None,
+            "cost": total("cost", jobs + retried, 6)}
 
 
 def cleanup(run: VideoRun) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vidstyle.azureml.environment import environment_version
 from vidstyle.backends.base import ChunkTask, scorer_args
 from vidstyle.blobs import parse_wasb
 from vidstyle.config import Settings
@@ -24,15 +25,23 @@ from vidstyle.config import Settings
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
-# Azure ML job statuses (azure.ai.ml.operations._run_history_constants.JobStatus).
+# Azure ML job statuses (azure.ai.ml.operations._run_history_constants.JobStatus), by what they mean here.
 COMPLETED = "Completed"
 FAILED = "Failed"
 CANCELED = "Canceled"
-NOT_RESPONDING = "NotResponding"
-ENDED_BADLY = frozenset({FAILED, CANCELED, NOT_RESPONDING})  # NotResponding: the node stopped beating
+CANCEL_REQUESTED = "CancelRequested"
+NOT_RESPONDING = "NotResponding"  # the node stopped reporting; the service says it can recover
+PAUSED = "Paused"
+UNKNOWN = "Unknown"
+QUEUED = frozenset({"NotStarted", "Starting", "Provisioning", "Queued"})  # waiting for a node: the queue timeout
+ON_NODE = frozenset({"Preparing", "Running", "Finalizing"})  # on a node, billed: the job timeout
+ENDED_BADLY = frozenset({FAILED, CANCELED})
 ENDED = frozenset({COMPLETED, FAILED, CANCELED})
-IN_PROGRESS = frozenset({"NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running",
-                         "Finalizing", "CancelRequested", "Paused"})
+# A retry takes over a job that can still finish. Not one being cancelled: it will end Canceled,
+# and waiting for that only to submit afresh costs a failed try.
+REATTACH = QUEUED | ON_NODE | {NOT_RESPONDING, PAUSED, UNKNOWN}
+# How Azure ML words a non-zero exit of the job's process; 2 is the scorer refusing its input.
+EXIT_STATUS = re.compile(r"exited with (?:status )?code:? ?(\d+)", re.IGNORECASE)
 
 MAX_ATTEMPTS = 50  # job names tried per chunk before giving up: a guard, not a retry policy
 PLACEHOLDER = re.compile(r"^(\$\{\{(inputs|outputs)\.\w+\}\}|[\w@%+=:,./-])+$")
@@ -96,7 +105,22 @@ def command_line(argv: list[str]) -> str:
     return " ".join(a if PLACEHOLDER.match(a) else shlex.quote(a) for a in argv)
 
 
-def build_job(task: ChunkTask, name: str, spec: JobSpec, model_uri: str | None, run_id: str) -> Any:
+def exit_status(error: str) -> int | None:
+    """The job's process exit status, when its error says one."""
+    m = EXIT_STATUS.search(error or "")
+    return int(m[1]) if m else None
+
+
+def sidecar_uri(model_uri: str | None) -> str | None:
+    """A checkpoint's JSON sidecar beside it (architecture, training settings), same datastore."""
+    if not model_uri or not model_uri.startswith("azureml://datastores/"):
+        return None
+    base, dot, _ = model_uri.rpartition(".")
+    return f"{base}.json" if dot else None
+
+
+def build_job(task: ChunkTask, name: str, spec: JobSpec, model_uri: str | None, run_id: str,
+              sidecar: str | None = None) -> Any:
     """The command job for one chunk (an azure.ai.ml ``Command``), ready for create_or_update."""
     from azure.ai.ml import Input, Output, command
     from azure.ai.ml.constants import AssetTypes, InputOutputModes
@@ -110,10 +134,13 @@ def build_job(task: ChunkTask, name: str, spec: JobSpec, model_uri: str | None, 
                               mode=read)}
     if model_uri:
         inputs["model"] = Input(type=AssetTypes.URI_FILE, path=model_uri, mode=InputOutputModes.DOWNLOAD)
+    if sidecar:  # its own input: a uri_file lands alone in a folder, without the file beside it
+        inputs["model_sidecar"] = Input(type=AssetTypes.URI_FILE, path=sidecar, mode=InputOutputModes.DOWNLOAD)
     outputs = {"styled": Output(type=AssetTypes.URI_FOLDER, path=datastore_uri(spec.datastore, task.output_dir),
                                 mode=InputOutputModes.UPLOAD)}
     args = scorer_args(task, "${{inputs.model}}" if model_uri else task.model, "${{inputs.frames}}",
-                       "${{outputs.styled}}", "${{outputs.styled}}/result.json", device=spec.device)
+                       "${{outputs.styled}}", "${{outputs.styled}}/result.json", device=spec.device,
+                       sidecar="${{inputs.model_sidecar}}" if sidecar else None)
     return command(
         name=name,
         display_name=f"{task.video_blob.rsplit('/', 1)[-1]} {task.chunk_label}"[:250],
@@ -122,7 +149,7 @@ def build_job(task: ChunkTask, name: str, spec: JobSpec, model_uri: str | None, 
         command=command_line(["python", *args]),
         inputs=inputs,
         outputs=outputs,
-        environment=f"{spec.environment}@latest",
+        environment=task.environment or f"{spec.environment}:{environment_version()}",  # pinned, never @latest
         compute=spec.compute,
         instance_count=1,
         identity=identity,
@@ -155,7 +182,7 @@ def submit_or_reattach(client: MLClient, task: ChunkTask, run_id: str, make_job:
             break
     else:
         raise RuntimeError(f"{task.chunk_label}: {MAX_ATTEMPTS} Azure ML jobs already tried for this chunk")
-    if latest is not None and (latest.status in IN_PROGRESS or (latest.status == COMPLETED and output_ready())):
+    if latest is not None and (latest.status in REATTACH or (latest.status == COMPLETED and output_ready())):
         return latest, True
     return client.jobs.create_or_update(make_job(f"{base}-{attempt}")), False
 
@@ -170,6 +197,18 @@ def job_error(client: MLClient, name: str) -> str:
         return f"(the job's error could not be read: {type(exc).__name__})"
     message = error.get("message") or "no error recorded; see the job's logs in Studio"
     return f"{error['code']}: {message}" if error.get("code") else message
+
+
+def job_times(client: MLClient, name: str) -> dict[str, float | None]:
+    """When the job was created, started on a node and ended (Unix seconds), from its run
+    history; None for what is not known. Never raises."""
+    try:
+        details = client.jobs._runs_operations.get_run_details(name)
+    except Exception:  # figures are a bonus: the chunk's result stands without them
+        return {"created": None, "started": None, "ended": None}
+    stamp = lambda t: t.timestamp() if t else None  # noqa: E731
+    return {"created": stamp(details.created_time_utc), "started": stamp(details.start_time_utc),
+            "ended": stamp(details.end_time_utc)}
 
 
 def cancel_job(client: MLClient, name: str) -> bool:

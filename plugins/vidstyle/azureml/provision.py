@@ -7,7 +7,11 @@
 - cluster: the GPU compute cluster from the ``azureml_*`` settings, scaling to 0 nodes when idle,
   with a managed identity the jobs use to read and write the chunk folders;
 - environment: the scoring image, built by Azure ML from images/scoring/Dockerfile and scoring/;
-  its version is a hash of those files, so an unchanged scorer is never rebuilt.
+  its version is a hash of those files (vidstyle.azureml.environment), the version every run of
+  this code pins, so an unchanged scorer is never rebuilt and a rolled-back one is used again;
+- pool: Airflow's ``scoring`` pool, counting deferred tasks, sized from the cluster: it bounds
+  how many chunks have a job on Azure ML at once (a deferred task otherwise holds no slot, and
+  every chunk of every video would be submitted at once to wait in the queue).
 
 Anything already as configured is left alone, so running it twice changes nothing.
 """
@@ -15,7 +19,6 @@ Anything already as configured is left alone, so running it twice changes nothin
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -25,12 +28,11 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from vidstyle.azureml.environment import build_files, environment_version
 from vidstyle.azureml.hook import AzureMLHook
 from vidstyle.config import Settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[3]  # the repository: images/ and scoring/
-DOCKERFILE = ROOT / "images" / "scoring" / "Dockerfile"
-RESOURCES = ("datastore", "cluster", "environment")
+RESOURCES = ("datastore", "cluster", "environment", "pool")
 
 
 class ProvisionError(RuntimeError):
@@ -70,14 +72,11 @@ def cluster_spec(settings: Settings) -> Any:
 
 
 def stage_build_context(folder: Path) -> str:
-    """Copy the scoring image's Dockerfile and sources into ``folder``; returns their content hash."""
-    shutil.copyfile(DOCKERFILE, folder / "Dockerfile")
-    shutil.copytree(ROOT / "scoring", folder / "scoring",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    """Copy the scoring image's Dockerfile and sources into ``folder``; returns their version."""
+    for rel, path in build_files():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / rel)
+    return environment_version()
 
 
 def environment_spec(settings: Settings, context: Path, version: str) -> Any:
@@ -88,13 +87,22 @@ def environment_spec(settings: Settings, context: Path, version: str) -> Any:
                        description="video-style-transfer scorer (python -m scoring), from images/scoring")
 
 
-def _same_scale(existing: Any, wanted: Any) -> bool:
-    def norm(tier: str | None) -> str:
-        return (tier or "").replace("_", "").lower()
+def _tier(cluster: Any) -> str:
+    return (cluster.tier or "").replace("_", "").lower()
 
-    return (existing.min_instances, existing.max_instances, norm(existing.tier),
-            int(existing.idle_time_before_scale_down or 0)) == (
-        wanted.min_instances, wanted.max_instances, norm(wanted.tier), int(wanted.idle_time_before_scale_down))
+
+def _identity(cluster: Any) -> tuple[str, tuple[str, ...]]:
+    identity = cluster.identity
+    if identity is None:
+        return "none", ()
+    kind = (identity.type or "").replace("_", "").lower()
+    ids = tuple(sorted((i.resource_id or "").lower() for i in (identity.user_assigned_identities or [])))
+    return kind, ids
+
+
+def _same_scale(existing: Any, wanted: Any) -> bool:
+    return (existing.min_instances, existing.max_instances, int(existing.idle_time_before_scale_down or 0)) == (
+        wanted.min_instances, wanted.max_instances, int(wanted.idle_time_before_scale_down))
 
 
 def ensure_datastore(client: Any, wanted: Any) -> str:
@@ -120,14 +128,42 @@ def ensure_cluster(client: Any, wanted: Any) -> str:
     except ResourceNotFoundError:
         client.compute.begin_create_or_update(wanted).result()
         return "created"
-    if (existing.size or "").lower() != wanted.size.lower():
-        # Azure ML cannot resize a cluster's VMs in place; replacing it is the user's call.
-        raise ProvisionError(f"cluster {wanted.name} has VM size {existing.size}, not {wanted.size}: delete it "
-                             "(az ml compute delete) or set azureml_compute to a new name")
+    # Azure ML changes none of these in place (and the jobs' data access hangs on the identity):
+    # replacing the cluster is the user's call.
+    for what, have, want in (("VM size", (existing.size or "").lower(), wanted.size.lower()),
+                             ("tier", _tier(existing), _tier(wanted)),
+                             ("identity", _identity(existing), _identity(wanted))):
+        if have != want:
+            raise ProvisionError(f"cluster {wanted.name} has {what} {_shown(have)}, not {_shown(want)}: delete it "
+                                 "(az ml compute delete) or set azureml_compute to a new name")
     if _same_scale(existing, wanted):
         return "unchanged"
     client.compute.begin_create_or_update(wanted).result()
     return "updated"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        kind, ids = value
+        return kind + (f" ({', '.join(ids)})" if ids else "")
+    return str(value)
+
+
+def pool_slots(settings: Settings) -> int:
+    """Chunks in flight on Azure ML: a node's worth of jobs running and one waiting for each node."""
+    return settings.azureml_pool_slots or 2 * settings.azureml_max_nodes
+
+
+def ensure_pool(settings: Settings) -> str:
+    """Airflow's scoring pool, counting deferred tasks: chunks waiting on a job hold their slot."""
+    from airflow.models.pool import Pool
+
+    slots, existing = pool_slots(settings), Pool.get_pool(settings.scoring_pool)
+    if existing and (existing.slots, existing.include_deferred) == (slots, True):
+        return "unchanged"
+    Pool.create_or_update_pool(settings.scoring_pool, slots, "Chunks scoring at once: on Azure ML, jobs in flight",
+                               include_deferred=True)
+    return "created" if existing is None else "updated"
 
 
 def ensure_environment(client: Any, wanted: Any) -> str:
@@ -153,6 +189,11 @@ def provision(client: Any, settings: Settings, only: tuple[str, ...] = RESOURCES
             specs["cluster"] = cluster_spec(settings)
         if "environment" in only:
             specs["environment"] = environment_spec(settings, Path(tmp), stage_build_context(Path(tmp)))
+        if "pool" in only:
+            slots = pool_slots(settings)
+            outcome["pool"] = "dry-run" if dry_run else ensure_pool(settings)
+            print(f"pool {settings.scoring_pool}: {slots} slots, counting deferred tasks: {outcome['pool']}",
+                  flush=True)
         ensure = {"datastore": ensure_datastore, "cluster": ensure_cluster, "environment": ensure_environment}
         for kind, spec in specs.items():
             described = f"{spec.name}" + (f":{spec.version}" if kind == "environment" else "")

@@ -26,6 +26,8 @@ class ChunkTask:
     batch_size: int
     precision: str = "auto"
     compile: bool = False
+    flicker_every: int = 8  # measure flicker on every N-th frame pair (0: off)
+    environment: str = ""  # a remote backend's scoring environment, pinned for the whole run (name:version)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +48,11 @@ class ComputeBackend(ABC):
     @abstractmethod
     def options(settings: Settings) -> dict:
         """The scorer's batch_size, precision and compile for this backend, from the settings."""
+
+    @staticmethod
+    def chunk_frames(settings: Settings) -> int:
+        """Frames per chunk when a run does not say: what keeps this backend's per-chunk overhead small."""
+        return settings.chunk_frames
 
     def preflight(self, ref: str, conn_id: str) -> None:
         """Fail fast, before any frame is split, when the model cannot be found or the backend
@@ -69,12 +76,15 @@ EXIT_BAD_INPUT = 2
 INPUT_FILES = ("chunk.json", "piece.nut")
 OUTPUT_FILES = ("segment.mp4", "result.json")
 OPTIONAL_OUTPUT_FILES = ("preview.png",)
+JOB_FILE = "job.json"  # a remote chunk's job figures (time queued, on a node, GPU-seconds, cost)
 
 
 def scorer_args(task: ChunkTask, model: str, input_dir: str, output_dir: str, result: str,
-                device: str = "auto") -> list[str]:
+                device: str = "auto", sidecar: str | None = None) -> list[str]:
     """The scoring command line, after the interpreter: identical for every backend."""
     args = ["-m", "scoring", "stylize", "--model", model, "--input", input_dir, "--output", output_dir,
             "--batch-size", str(task.batch_size), "--precision", task.precision, "--device", device,
-            "--result", result]
+            "--result", result, "--flicker-every", str(task.flicker_every)]
+    if sidecar:
+        args += ["--sidecar", sidecar]
     return [*args, "--compile"] if task.compile else args
