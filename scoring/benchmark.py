@@ -1,7 +1,7 @@
 """Benchmark: the reference per-frame loop vs. the pure-forward ceiling vs. a chunk as the pipeline runs it.
 
     python -m scoring.benchmark --model pop-art --size 640x360                # the pipeline's defaults
-    python -m scoring.benchmark --model pop-art --size 640x360 --compile
+    python -m scoring.benchmark --model pop-art --size 640x360 --no-compile --precision fp32
     python -m scoring.benchmark --model pop-art --size 1920x1080 --device cuda  # on a GPU node
 
 On the same frames and checkpoint, in one run:
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=0, help="0: the scorer's automatic choice (as the pipeline)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="as the pipeline's local_compile (default: on; chunks too small for it run eager)")
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds of all three; each figure is its best round (noise only slows)")
     p.add_argument("--forward-only", action="store_true",

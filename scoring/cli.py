@@ -22,7 +22,16 @@ from pathlib import Path
 import torch
 
 from scoring.checkpoint import ModelLoadError, builtin_models, load_model
-from scoring.engine import DeviceError, RunStats, Scorer, auto_batch_size, pick_device, stylize_stream
+from scoring.engine import (
+    COMPILE_PAYS_PIXELS,
+    DeviceError,
+    RunStats,
+    Scorer,
+    auto_batch_size,
+    compile_pays,
+    pick_device,
+    stylize_stream,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -112,6 +121,23 @@ def save_preview(before, after, path: Path, height: int = 360) -> None:
     pair.resize((max(2, round(pair.width * height / pair.height)), height), Image.LANCZOS).save(path)
 
 
+def _compile_pays(src: Path, threshold: int) -> bool:
+    """--compile on a chunk too small to win back the compile time runs eager, and says so."""
+    from scoring.chunk import SPEC_NAME, ChunkSpec, ChunkSpecError
+
+    if not (src / SPEC_NAME).is_file():
+        return True
+    try:
+        spec = ChunkSpec.load(src)
+    except ChunkSpecError:
+        return False  # reported when the chunk is read
+    if compile_pays(spec.frames, *spec.model_size, threshold):
+        return True
+    print(f"not compiling: {spec.frames} frames at {spec.model_size[0]}x{spec.model_size[1]} are too few to "
+          "win back the compile time", flush=True)
+    return False
+
+
 def cmd_stylize(args: argparse.Namespace, started: float) -> int:
     from scoring.chunk import SPEC_NAME, ChunkSpecError
     from scoring.video import PieceError
@@ -124,7 +150,8 @@ def cmd_stylize(args: argparse.Namespace, started: float) -> int:
         return 1
     try:
         model, info = load_model(args.model, device, sidecar=Path(args.sidecar) if args.sidecar else None)
-        scorer = Scorer(model, device, args.precision, compile=args.compile)
+        compile = args.compile and _compile_pays(Path(args.input), args.compile_min_pixels)
+        scorer = Scorer(model, device, args.precision, compile=compile)
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -175,20 +202,33 @@ def cmd_preview(args: argparse.Namespace, started: float) -> int:
 
 
 def cmd_flicker(args: argparse.Namespace, started: float) -> int:
-    """Print the warping error of a styled video, the source's own (the flow's noise floor), their ratio."""
-    from scoring.flicker import measure_videos
+    """Print the warping error of a styled video (or of each --model styling the source), the
+    source's own (the flow's noise floor), and their ratio."""
+    from scoring.flicker import measure_model, measure_videos, save_strip
 
+    if (args.styled is None) == (not args.model):
+        print("error: give either a styled video or --model (one or more) to style the source with", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    results = {}
     try:
-        result = measure_videos(Path(args.source), Path(args.styled), every=args.every)
-    except (OSError, ValueError) as exc:  # PyAV's errors are OSErrors
+        if args.model:
+            models = {ref: load_model(ref)[0] for ref in args.model}
+            for ref, model in models.items():
+                results[ref] = measure_model(model, Path(args.source), every=args.every)
+            if args.strip:
+                save_strip(Path(args.source), models, Path(args.strip), start=args.strip_start)
+        else:
+            results[args.styled] = measure_videos(Path(args.source), Path(args.styled), every=args.every)
+    except (OSError, ValueError, ModelLoadError) as exc:  # PyAV's errors are OSErrors
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not result["pairs"]:
-        print("error: fewer than two frames: nothing to compare", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"warping error {result['warping_error']:.6f} (source {result['source_warping_error']:.6f}, "
-          f"ratio {result['ratio']}) over {result['pairs']} frame pairs of {result['frames']} frames")
-    print("RESULT " + json.dumps(result), flush=True)
+    for name, result in results.items():
+        if not result["pairs"]:
+            print("error: fewer than two frames: nothing to compare", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"{name}: warping error {result['warping_error']:.6f} (source {result['source_warping_error']:.6f}, "
+              f"ratio {result['ratio']}) over {result['pairs']} frame pairs of {result['frames']} frames")
+    print("RESULT " + json.dumps(results[args.styled] if args.styled else results), flush=True)
     return 0
 
 
@@ -208,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--output", required=True, help="output folder")
     st.add_argument("--batch-size", type=int, default=0, help="frames per forward pass (0: automatic)")
     st.add_argument("--precision", default="auto", help="auto (GPU fp16, CPU fp32), fp32, bf16, fp16")
-    st.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
+    st.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (falls back to eager), for a chunk of at least --compile-min-pixels")
+    st.add_argument("--compile-min-pixels", type=int, default=COMPILE_PAYS_PIXELS, metavar="N",
+                    help="frames x width x height from which compiling pays (default: %(default)s)")
     st.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (a GPU asked for must be usable)")
     st.add_argument("--png-level", type=int, choices=range(10), default=1, metavar="0-9",
                     help="zlib level of output PNGs, for a folder of images (0 stores them)")
@@ -220,7 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_stylize)
     fl = sub.add_parser("flicker", help="warping error (flicker) of a styled video against its source")
     fl.add_argument("source", help="the source video: its optical flow is the reference")
-    fl.add_argument("styled", help="the styled video (same frames), or another copy of the source")
+    fl.add_argument("styled", nargs="?", help="the styled video (same frames)")
+    fl.add_argument("--model", action="append",
+                    help="instead of a styled video: style the source with this model (name or path); repeatable")
+    fl.add_argument("--strip", help="with --model: also save consecutive frames, source and each model's, as a PNG")
+    fl.add_argument("--strip-start", type=int, default=0, help="the strip's first frame")
     fl.add_argument("--every", type=int, default=1, metavar="N", help="sample the pair (i, i+1) of every N-th frame")
     fl.set_defaults(func=cmd_flicker)
     pv = sub.add_parser("preview", help="before/after image of one photo")

@@ -65,10 +65,21 @@ def cuda_problem() -> str:
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 convolutions run in hardware (measured here: 1.4-2x fp32);
+    elsewhere oneDNN emulates them, 2.4x slower than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
 def pick_precision(requested: str, device: torch.device) -> str:
-    """auto: fp16 on a GPU; fp32 on a CPU (bf16 there is opt-in: the benchmark reports its error)."""
+    """auto: fp16 on a GPU; on a CPU bf16 where it runs natively, else fp32 (bf16's deviation
+    from fp32 is ~0.1/255 on average: the scoring benchmark reports it)."""
     if requested == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of auto, {', '.join(PRECISIONS)}; got {requested!r}")
     if requested == "fp16" and device.type == "cpu":
@@ -86,6 +97,16 @@ def auto_batch_size(device: torch.device, frame_shape: Callable[[], tuple[int, i
     free, _ = torch.cuda.mem_get_info(device)
     per_frame = height * width * model_width * 24  # bytes: a few live activations in fp16
     return max(1, min(32, int(free * 0.4 // per_frame)))
+
+
+# torch.compile costs ~20 s the first time a worker compiles a shape (~6 s from inductor's
+# on-disk cache, shared by the worker's chunk processes) and saves ~30-60% of each frame's
+# forward pass on a CPU: it pays from about this many pixels in a chunk (~90 frames at 640x360).
+COMPILE_PAYS_PIXELS = 20_000_000
+
+
+def compile_pays(frames: int, width: int, height: int, threshold: int = COMPILE_PAYS_PIXELS) -> bool:
+    return frames * width * height >= threshold
 
 
 class Scorer:

@@ -6,7 +6,8 @@ keeps (not occluded, not on a motion boundary, not flowing out of the frame); av
 frame pairs. The same measure on the source frames is the flow's own noise floor, so
 ``styled / source`` says how much the styling adds.
 
-    python -m scoring flicker SOURCE.mp4 STYLED.mp4   # any two videos of the same frames
+    python -m scoring flicker SOURCE.mp4 STYLED.mp4       # any two videos of the same frames
+    python -m scoring flicker SOURCE.mp4 --model pop-art  # how much a model flickers on a video
 
 Flow and error run on frames scaled so that the longer side is at most ``FLOW_SIDE``: flicker
 is a change of whole regions, and full-size 1080p flow would cost ~10x for the same answer.
@@ -173,3 +174,45 @@ def measure_videos(source: Path, styled: Path, every: int = 1) -> dict:
     result = combine([meter.summary()]) or {"warping_error": None, "source_warping_error": None, "ratio": None,
                                             "pairs": 0, "every": every}
     return result | {"frames": frames}
+
+
+def measure_model(model: object, source: Path, every: int = 1) -> dict:
+    """The warping error of ``model`` (a TransformerNet) styling ``source`` frame by frame."""
+    import torch
+
+    from scoring.transformer_net import stylize_batch
+
+    meter, frames = FlickerMeter(every=every), 0
+    with torch.inference_mode():
+        for i, frame in enumerate(_frames(source)):
+            if meter.wants(i):
+                styled = stylize_batch(model, torch.from_numpy(frame)[None])[0].numpy()
+                meter.add(i, frame, styled)
+            frames = i + 1
+    return (combine([meter.summary()]) or {"pairs": 0}) | {"frames": frames}
+
+
+def save_strip(source: Path, models: dict[str, object], out: Path, start: int = 0, count: int = 4,
+               height: int = 180) -> Path:
+    """``count`` consecutive frames from ``start``: the source's row, then one row per model,
+    each frame at ``height`` px: flicker is what changes along a row that the motion does not explain."""
+    import torch
+    from PIL import Image
+
+    from scoring.transformer_net import stylize_batch
+
+    frames = list(itertools.islice(_frames(source), start, start + count))
+    rows = [frames]
+    with torch.inference_mode():
+        for model in models.values():
+            rows.append([stylize_batch(model, torch.from_numpy(f)[None])[0].numpy() for f in frames])
+    width = round(frames[0].shape[1] * height / frames[0].shape[0])
+    tiles = [[cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in row] for row in rows]
+    gap = 4
+    sheet = np.full((len(rows) * (height + gap) - gap, count * (width + gap) - gap, 3), 255, np.uint8)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            sheet[r * (height + gap): r * (height + gap) + height, c * (width + gap): c * (width + gap) + width] = tile
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(out)
+    return out

@@ -104,6 +104,43 @@ def random_crops(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, batch: i
     return to_t(xs), to_t(ys)
 
 
+def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) moved by its own (dx, dy) pixels, bilinear: a sub-pixel
+    camera move, the kind of small change between video frames that makes a model flicker."""
+    n, _, h, w = x.shape
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = -2 * shift[:, 0] / w, -2 * shift[:, 1] / h
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def stability_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, max_shift: float, noise: float,
+                   margin: int = 8) -> torch.Tensor:
+    """Consistency on a crop, no video needed: the output for the input moved by a small random
+    sub-pixel shift, with sensor-like noise, must be the output moved by the same shift (L1,
+    away from the borders the shift fills in). ``y`` is ``model(x)``."""
+    shift = (torch.rand(x.shape[0], 2) * 2 - 1) * max_shift
+    moved = model(translate(x, shift) + torch.randn_like(x) * noise)
+    inner = (slice(None), slice(None), slice(margin, -margin), slice(margin, -margin))
+    return torch.nn.functional.l1_loss(moved[inner], translate(y, shift)[inner])
+
+
+def held_out_l1(model: torch.nn.Module, names: tuple[str, ...] = (HELD_OUT,)) -> float:
+    """The distillation loss (L1 to the filter, 0-255) on whole photos never trained on."""
+    import skimage
+
+    from scoring.transformer_net import stylize_batch
+
+    base, losses = Path(skimage.__file__).parent / "data", []
+    for name in names:
+        img = np.array(Image.open(base / name).convert("RGB"))
+        with torch.inference_mode():
+            out = stylize_batch(model, torch.from_numpy(img)[None])[0].numpy()
+        losses.append(np.abs(out.astype(np.float32) - pop_art(img).astype(np.float32)).mean())
+    return float(np.mean(losses))
+
+
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -111,12 +148,23 @@ def train(args: argparse.Namespace) -> dict:
     # Targets are computed on whole images once: the filter standardises per image.
     pairs = [(img, pop_art(img)) for img in images.values()]
     model = TransformerNet(width=args.width, blocks=args.blocks)
+    if args.init:  # fine-tune: e.g. the built-in pop-art, for stability
+        from scoring.checkpoint import load_model
+
+        model, _ = load_model(args.init)
+        model.train().requires_grad_(True)
+        args.width, args.blocks = model.width, model.blocks
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.iterations)
-    start, losses = time.perf_counter(), []
+    start, losses, stable_losses = time.perf_counter(), [], []
     for it in range(1, args.iterations + 1):
         x, y = random_crops(pairs, args.crop, args.batch_size, rng)
-        loss = torch.nn.functional.l1_loss(model(x), y)
+        out = model(x)
+        loss = torch.nn.functional.l1_loss(out, y)
+        if args.stability:
+            stable = stability_loss(model, x, out, args.max_shift, args.noise)
+            stable_losses.append(stable.item())
+            loss = loss + args.stability * stable
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Clipped, and a non-finite step is skipped: one bad batch must not ruin the run.
@@ -130,7 +178,8 @@ def train(args: argparse.Namespace) -> dict:
         if it % args.log_every == 0 or it == args.iterations:
             rate = it / (time.perf_counter() - start)
             eta = (args.iterations - it) / rate
-            print(f"iter {it}/{args.iterations}  L1 {np.mean(losses[-args.log_every:]):.2f}  "
+            stable = f"  stability {np.mean(stable_losses[-args.log_every:]):.2f}" if stable_losses else ""
+            print(f"iter {it}/{args.iterations}  loss {np.mean(losses[-args.log_every:]):.2f}{stable}  "
                   f"{rate:.2f} it/s  ETA {eta / 60:.1f} min", flush=True)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +190,12 @@ def train(args: argparse.Namespace) -> dict:
                   "filter_hash": hashlib.sha256(PALETTE.tobytes() + BAND_EDGES.tobytes()).hexdigest()[:16]},
         "training": {"iterations": args.iterations, "crop": args.crop, "batch_size": args.batch_size,
                      "lr": args.lr, "schedule": "cosine", "loss": "L1", "seed": args.seed,
-                     "images": sorted(images), "final_l1": round(float(np.mean(losses[-50:])), 3)},
+                     "images": sorted(images), "final_loss": round(float(np.mean(losses[-50:])), 3),
+                     "init": args.init, "stability": args.stability and {
+                         "weight": args.stability, "max_shift_px": args.max_shift, "noise": args.noise,
+                         "final": round(float(np.mean(stable_losses[-50:])), 3)},
+                     "held_out_l1": round(held_out_l1(model.eval()), 3),
+                     "seconds": round(time.perf_counter() - start)},
         "command": "python -m scoring.train_filter " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if v is not None),
     }
@@ -163,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=20.0, help="gradient norm clip (typical norms: 5-15)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--init", help="start from this model (built-in name or checkpoint): fine-tuning")
+    p.add_argument("--stability", type=float, default=0.0,
+                   help="weight of the consistency loss (0: off); see stability_loss")
+    p.add_argument("--max-shift", type=float, default=2.0, help="largest shift of the consistency loss, pixels")
+    p.add_argument("--noise", type=float, default=3.0, help="noise of the consistency loss (std, 0-255 scale)")
     return p
 
 

@@ -229,6 +229,9 @@ def test_end_to_end_video_with_audio(store, tmp_path):
     assert [c["frames"] for c in manifest["chunks"]] == [8, 8, 8, 6]
     assert all(c["seconds"] > 0 and c["fps"] > 0 and c["encoder"] == "libx264" for c in manifest["chunks"])
     assert manifest["scoring"]["frames_per_second"] > 0
+    flicker = manifest["flicker"]  # the pair (0, 1) of each chunk (every 8th frame), the moving source's own
+    assert flicker["pairs"] == 4 and flicker["every"] == 8
+    assert flicker["warping_error"] > 0 and flicker["source_warping_error"] > 0 and flicker["ratio"] > 0
     assert manifest["output"]["audio"]["duration"] == pytest.approx(manifest["output"]["audio"]["source_duration"],
                                                                     abs=1e-3)
     storage = manifest["storage"]

@@ -192,12 +192,14 @@ def test_compiled_scorer_matches_eager(tmp_path, tiny_model, chunk):
     outs = {}
     for mode in ("eager", "compiled"):
         r = run_cli("stylize", "--model", tiny_model, "--input", chunk, "--output", tmp_path / mode,
-                    *(["--compile"] if mode == "compiled" else []))
+                    *(["--compile", "--compile-min-pixels", "0"] if mode == "compiled" else []))
         assert r.returncode == 0, r.stderr
         with av.open(str(tmp_path / mode / SEGMENT_NAME)) as c:
             outs[mode] = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
     assert ", compiled" in r.stdout and "running eager" not in r.stdout  # no silent fallback
     assert np.abs(outs["compiled"] - outs["eager"]).mean() < 1.5  # the same frames, through one encoder
+    small = run_cli("stylize", "--model", tiny_model, "--input", chunk, "--output", tmp_path / "small", "--compile")
+    assert small.returncode == 0 and "not compiling" in small.stdout and ", compiled" not in small.stdout
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_model):
@@ -206,6 +208,19 @@ def test_bf16_on_cpu_stays_close_to_fp32(tiny_model):
     fp32 = Scorer(model, torch.device("cpu"), "fp32")(batch).astype(int)
     bf16 = Scorer(model, torch.device("cpu"), "bf16")(batch).astype(int)
     assert np.abs(fp32 - bf16).mean() < 4
+
+
+def test_compiling_is_kept_for_chunks_big_enough_to_win_it_back():
+    from scoring.engine import compile_pays
+
+    assert compile_pays(240, 640, 360) and compile_pays(20, 1920, 1080)
+    assert not compile_pays(8, 96, 64) and not compile_pays(30, 640, 360)
+
+
+def test_auto_precision_on_a_cpu_is_bf16_only_where_it_runs_natively():
+    from scoring.engine import cpu_has_native_bf16, pick_precision
+
+    assert pick_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
 
 
 def test_precision_choices_are_checked():

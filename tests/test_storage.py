@@ -61,6 +61,23 @@ def test_ledger_decides_what_is_new(store, tmp_path):
     assert [h["status"] for h in entry["history"]] == [QUEUED, RUNNING, SUCCEEDED]
 
 
+def test_an_entry_written_by_the_earlier_format_keeps_its_status_and_takes_new_runs(store, tmp_path):
+    """Before per-output records an entry was one status with the video's fields at the top:
+    a store upgraded in place must neither reprocess those videos nor fail on their entries."""
+    layout, f = Layout(load_settings()), tmp_path / "old.mp4"
+    f.write_bytes(b"processed long ago")
+    store.upload(f, "incoming/old.mp4")
+    video = store.video("incoming/old.mp4")
+    store.write_json(layout.state(video.video_id), video.to_dict() | {
+        "status": SUCCEEDED, "run_id": "old-run", "outputs": {"video": "outputs/old.pop-art.mp4"},
+        "updated_at": "2026-11-01T00:00:00Z"})
+    ledger = Ledger(store, layout)
+    assert ledger.get(video.video_id)["status"] == SUCCEEDED  # the watcher and the sweep leave it alone
+    entry = ledger.record(video, "r2", RUNNING, OutputSpec(style="other"), is_default=False)
+    assert entry["status"] == SUCCEEDED and entry["runs"]["r2"]["status"] == RUNNING
+    assert entry["history"][0]["earlier_format"]["outputs"] == {"video": "outputs/old.pop-art.mp4"}
+
+
 def test_a_failed_run_for_another_output_never_loses_a_success(store, tmp_path):
     ledger = Ledger(store, Layout(load_settings()))
     f = tmp_path / "v.mp4"

@@ -81,6 +81,42 @@ def test_filter_training_l1_falls(tmp_path):
     assert load_model(tmp_path / "f.pth")[1].sidecar["style"]["filter"] == "pop-art"
 
 
+def test_a_shift_by_whole_pixels_moves_the_image_exactly():
+    x = torch.rand(2, 3, 16, 20)
+    moved = train_filter.translate(x, torch.tensor([[2.0, 0.0], [0.0, -3.0]]))
+    assert torch.allclose(moved[0, :, :, 2:], x[0, :, :, :-2], atol=1e-5)  # right by 2
+    assert torch.allclose(moved[1, :, :-3], x[1, :, 3:], atol=1e-5)  # up by 3
+
+
+def test_stability_training_makes_the_model_agree_with_itself_under_small_moves(tmp_path):
+    """The same fine-tuning with and without the consistency loss: with it, the output for a
+    moved, noisy input is closer to the moved output; the sidecar says how the model was made."""
+    torch.manual_seed(0)
+    base = tmp_path / "base.pth"
+    torch.save(train_filter.TransformerNet(width=4, blocks=1).state_dict(), base)
+    images = photos(tmp_path / "imgs", n=3, size=96)
+
+    def fine_tune(name: str, *extra: str):
+        args = train_filter.build_parser().parse_args([
+            "--output", str(tmp_path / name), "--images", str(images), "--iterations", "80", "--crop", "64",
+            "--batch-size", "2", "--lr", "1e-2", "--log-every", "40", "--init", str(base), *extra])
+        train_filter.train(args)
+        return load_model(tmp_path / name)
+
+    plain, _ = fine_tune("plain.pth")
+    steady, info = fine_tune("steady.pth", "--stability", "5")
+    x = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in sorted(images.iterdir())])) \
+        .permute(0, 3, 1, 2).float()
+
+    def inconsistency(model):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return train_filter.stability_loss(model, x, model(x), max_shift=2, noise=3).item()
+    assert inconsistency(steady) < inconsistency(plain) * 0.8
+    made = info.sidecar["training"]
+    assert made["init"] == str(base) and made["stability"]["weight"] == 5 and made["held_out_l1"] > 0
+
+
 def test_the_builtin_model_visibly_stylizes_a_held_out_photo():
     from pathlib import Path
 

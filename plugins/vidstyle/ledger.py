@@ -53,14 +53,16 @@ class Ledger:
         return [e for i in sorted(self.known_ids()) if (e := self.get(i))]
 
     def get(self, video_id: str) -> dict | None:
-        return self.store.read_json_versioned(self.layout.state(video_id))[0]
+        entry = self.store.read_json_versioned(self.layout.state(video_id))[0]
+        return upgrade(entry) if entry else None
 
     def update(self, video: Video, change: Callable[[dict], None]) -> dict:
         """Read, change, write back only if nobody wrote in between; else read again and retry."""
         blob = self.layout.state(video.video_id)
         for attempt in range(WRITE_TRIES):
             entry, etag = self.store.read_json_versioned(blob)
-            entry = entry or {"video": video.to_dict(), "status": None, "outputs": {}, "runs": {}, "history": []}
+            entry = upgrade(entry) if entry else {"video": video.to_dict(), "status": None, "outputs": {}, "runs": {},
+                                                  "history": []}
             entry["video"] = entry.get("video") or video.to_dict()
             change(entry)
             entry["updated_at"] = _now()
@@ -99,6 +101,19 @@ class Ledger:
         params = entry.get("outputs", {}).get(key, {}).get("params") if key else None
         spec = OutputSpec(**params) if params else OutputSpec(style="?")
         return self.record(video, run_id, status, spec, is_default=entry.get("run_id") == run_id, error=error)
+
+
+def upgrade(entry: dict) -> dict:
+    """An entry as this version writes it. Entries from before per-output records (one status
+    per video, the video's fields at the top) keep their status, so a video processed then is
+    not processed again, and go into the history whole."""
+    if "runs" in entry:
+        return entry
+    video = {k: entry[k] for k in ("container", "blob", "version", "last_modified", "size", "etag", "video_id")
+             if k in entry}
+    return {"video": entry.get("video") or video, "status": entry.get("status"), "run_id": entry.get("run_id"),
+            "outputs": {}, "runs": {}, "history": [{"at": entry.get("updated_at"), "status": entry.get("status"),
+                                                    "earlier_format": entry}]}
 
 
 _RANK = {SUCCEEDED: 3, QUEUED: 2, RUNNING: 2, FAILED: 1, SUPERSEDED: 1, None: 0}
