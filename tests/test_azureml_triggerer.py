@@ -127,10 +127,10 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
     store.ensure_container()
     version = environment_version()  # what provisioning registers now; the run pins it
     upload_model(store, tmp_path)
-    # What each chunk's job does (first matching rule): chunk 0 runs until released (chunk 1
-    # waits for the one node meanwhile), chunk 2's first job is preempted, chunk 3's first job
+    # What each chunk's job does (first matching rule): chunks 0 and 1 run until released (the
+    # one sent second waits for the one node meanwhile), chunk 2's first job is preempted, chunk 3's first job
     # runs until cancelled (and takes 3 s to stop, as Azure ML does); the rest simply run.
-    rules = [{"tags": {"chunk": "0"}, "behaviour": "hang"},
+    rules = [{"tags": {"chunk": "0"}, "behaviour": "hang"}, {"tags": {"chunk": "1"}, "behaviour": "hang"},
              {"tags": {"chunk": "2"}, "attempt": 1, "behaviour": "fail",
               "error": "Execution failed: the low-priority node was preempted"},
              {"tags": {"chunk": "3"}, "attempt": 1, "behaviour": "hang", "cancel_seconds": 3}]
@@ -174,17 +174,19 @@ def upload_model(store: BlobStore, tmp_path: Path) -> None:
 
 
 def restart_the_triggerer_midway(env: dict, run_id: str) -> None:
-    """Stop and start the triggerer while chunk 0's job runs and chunk 1's waits for the node:
-    both finish, neither is submitted again nor its task retried."""
+    """Stop and start the triggerer while one of chunks 0 and 1 runs and the other waits for the
+    node (which runs first is the scheduler's choice): both finish, neither is submitted again
+    nor its task retried."""
     def running_and_queued():
-        zero, one = chunk_jobs(env, 0), chunk_jobs(env, 1)
-        return (zero and one and zero[0]["status"] == "Running" and one[0]["status"] == "Queued"
+        jobs = [chunk_jobs(env, i) for i in (0, 1)]
+        return (all(jobs) and sorted(j[0]["status"] for j in jobs) == ["Queued", "Running"]
                 and ti(env, run_id, 0)[0] == ti(env, run_id, 1)[0] == "deferred")
-    wait_for("chunk 0 running and chunk 1 queued, both deferred", running_and_queued, 600, every=0.5)
+    wait_for("one of chunks 0 and 1 running, the other queued, both deferred", running_and_queued, 600, every=0.5)
     cluster("stop", "triggerer", env=env)
     time.sleep(3)
     cluster("run", "triggerer", env=env)
-    call(f"{env['STANDIN']}/jobs/{chunk_jobs(env, 0)[0]['name']}/release", "POST", {})
+    for index in (0, 1):  # the queued one runs through once it gets the node
+        call(f"{env['STANDIN']}/jobs/{chunk_jobs(env, index)[0]['name']}/release", "POST", {})
     for index in (0, 1):
         wait_for(f"chunk {index} after the restart", lambda i=index: ti(env, run_id, i)[0] == "success", 300)
         assert len(chunk_jobs(env, index)) == 1 and ti(env, run_id, index)[1] == 1
