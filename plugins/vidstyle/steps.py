@@ -286,6 +286,11 @@ def chunk_results(run: VideoRun, plan: Plan) -> list[dict]:
     return results
 
 
+# What the manifest keeps of each chunk's result.
+CHUNK_FIGURES = ("chunk", "label", "start", "end", "frames", "seconds", "total_seconds", "fps", "device", "encoder",
+                 "bytes_in", "bytes_out", "model", "azureml", "flicker")
+
+
 def stitch(run: VideoRun, is_running: Callable[[str], bool]) -> dict:
     """Join the segments by stream copy with the audio; prove the result against the source; upload it."""
     hold_claim(run, is_running)
@@ -312,9 +317,7 @@ def stitch(run: VideoRun, is_running: Callable[[str], bool]) -> dict:
     middle = info.frames // 2  # the chunk that holds it wrote the before/after preview
     return report | {"bytes": size, "blob": run.outputs["video"], "storage": run.store.traffic(),
                      "preview_chunk": next(c.index for c in plan.chunks if c.start <= middle < c.end),
-                     "chunks": [{k: r[k] for k in ("chunk", "label", "start", "end", "frames", "seconds",
-                                                   "total_seconds", "fps", "device", "encoder", "bytes_in",
-                                                   "bytes_out", "model", "azureml") if k in r} for r in results]}
+                     "chunks": [{k: r[k] for k in CHUNK_FIGURES if k in r} for r in results]}
 
 
 def publish(run: VideoRun, split_info: dict, audio_info: dict | None, stitched: dict) -> dict:
