@@ -9,6 +9,14 @@ from vidstyle.layout import Layout, OutputSpec
 from vidstyle.ledger import FAILED, QUEUED, RUNNING, SUCCEEDED, SUPERSEDED, Ledger, backlog, unprocessed
 
 
+def uploaded(store, tmp_path, blob: str, content: bytes):
+    """A small blob in the store, as the ledger sees it."""
+    path = tmp_path / blob.rsplit("/", 1)[-1]
+    path.write_bytes(content)
+    store.upload(path, blob)
+    return store.video(blob)
+
+
 def test_round_trip_files_and_json(store, tmp_path):
     src = tmp_path / "a.bin"
     src.write_bytes(b"x" * 100_000)
@@ -64,10 +72,8 @@ def test_ledger_decides_what_is_new(store, tmp_path):
 def test_an_entry_written_by_the_earlier_format_keeps_its_status_and_takes_new_runs(store, tmp_path):
     """Before per-output records an entry was one status with the video's fields at the top:
     a store upgraded in place must neither reprocess those videos nor fail on their entries."""
-    layout, f = Layout(load_settings()), tmp_path / "old.mp4"
-    f.write_bytes(b"processed long ago")
-    store.upload(f, "incoming/old.mp4")
-    video = store.video("incoming/old.mp4")
+    layout = Layout(load_settings())
+    video = uploaded(store, tmp_path, "incoming/old.mp4", b"processed long ago")
     store.write_json(layout.state(video.video_id), video.to_dict() | {
         "status": SUCCEEDED, "run_id": "old-run", "outputs": {"video": "outputs/old.pop-art.mp4"},
         "updated_at": "2026-11-01T00:00:00Z"})
@@ -80,10 +86,7 @@ def test_an_entry_written_by_the_earlier_format_keeps_its_status_and_takes_new_r
 
 def test_a_failed_run_for_another_output_never_loses_a_success(store, tmp_path):
     ledger = Ledger(store, Layout(load_settings()))
-    f = tmp_path / "v.mp4"
-    f.write_bytes(b"a video")
-    store.upload(f, "incoming/v.mp4")
-    video = store.video("incoming/v.mp4")
+    video = uploaded(store, tmp_path, "incoming/v.mp4", b"a video")
     ledger.record(video, "auto", SUCCEEDED, DEFAULT, is_default=True, outputs={"video": "outputs/v.pop-art.mp4"})
     entry = ledger.record(video, "manual-1", FAILED, OutputSpec("van-gogh-missing"), is_default=False,
                           error="start: model not found")
@@ -103,10 +106,7 @@ def test_a_failed_run_for_another_output_never_loses_a_success(store, tmp_path):
 def test_many_runs_writing_one_entry_at_once_lose_nothing(store, tmp_path):
     """Read-modify-write with a blind write kept only some of them; writes are conditional now."""
     ledger = Ledger(store, Layout(load_settings()))
-    f = tmp_path / "v.mp4"
-    f.write_bytes(b"busy video")
-    store.upload(f, "incoming/busy.mp4")
-    video = store.video("incoming/busy.mp4")
+    video = uploaded(store, tmp_path, "incoming/busy.mp4", b"busy video")
     runs = [f"run-{i}" for i in range(8)]
     with ThreadPoolExecutor(len(runs)) as pool:
         list(pool.map(lambda r: ledger.record(video, r, RUNNING, OutputSpec(f"style-{r}"), is_default=False), runs))
