@@ -156,8 +156,10 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
     state = call(f"{env['STANDIN']}/state")
     assert len(state["jobs"]) == 8 and all(len(chunk_jobs(env, i)) == 1 for i in (0, 1, 4, 5))
     assert state["cancelled"] == [three[0]["name"]]  # nothing else was cancelled
-    # Never more jobs in flight than the pool's slots, every one on the version pinned for the run.
-    assert state["max_in_flight"] <= 2
+    # Never more jobs in flight than the pool's slots (checked up to the mark-failed: a chunk
+    # marked failed frees its slot a moment before the triggerer cancels its job, so one more
+    # job may be submitted in that moment), every one on the version pinned for the run.
+    assert state["max_in_flight"] <= 3
     assert {j["environment"] for j in state["jobs"].values()} == {f"vidstyle-scoring:{version}"}
     check_the_result_and_its_cost(env, store, blob, run_id, state["jobs"])
 
@@ -202,6 +204,7 @@ def mark_chunk_3_failed_then_clear_it(env: dict, run_id: str) -> None:
     # Only once the triggerer watches the job: a task marked failed before its trigger starts is
     # never handed to on_kill by Airflow (the README's known limits; clearing it reattaches).
     wait_for("the triggerer to watch chunk 3's job", lambda: chunk_jobs(env, 3)[0]["reads"] > reads, 60, every=0.5)
+    assert call(f"{env['STANDIN']}/state")["max_in_flight"] <= 2  # the pool bounds the jobs in flight
     api(env, "PATCH", f"dagRuns/{run_id}/taskInstances/stylize_chunk/3", {"new_state": "failed"})
     try:
         cancelled = wait_for("chunk 3's job cancelled", lambda: call(f"{env['STANDIN']}/state")["cancelled"], 120)
