@@ -40,7 +40,7 @@ from PIL import Image
 from scoring.checkpoint import load_model
 from scoring.chunk import ChunkSpec, Encoding, even_size
 from scoring.engine import Scorer, auto_batch_size, pick_device
-from scoring.transformer_net import stylize_batch
+from scoring.transformer_net import stylize_image
 
 RATE = Fraction(30000, 1001)
 
@@ -145,7 +145,7 @@ def deviation(model: torch.nn.Module, scorer: Scorer, frames: list[np.ndarray]) 
     diffs = []
     for frame in frames:
         got = scorer(frame[None])[0]
-        ref = stylize_batch(model, torch.from_numpy(frame)[None])[0].numpy()
+        ref = stylize_image(model, frame)
         diffs.append(np.abs(got.astype(int) - ref.astype(int)))
     d = np.stack(diffs)
     return float(d.mean()), int(d.max())

@@ -184,7 +184,7 @@ def cmd_preview(args: argparse.Namespace, started: float) -> int:
     import numpy as np
     from PIL import Image
 
-    from scoring.transformer_net import stylize_batch
+    from scoring.transformer_net import stylize_image
 
     try:
         model, _ = load_model(args.model)
@@ -193,8 +193,7 @@ def cmd_preview(args: argparse.Namespace, started: float) -> int:
         return EXIT_BAD_INPUT
     with Image.open(args.image) as img:
         photo = np.array(img.convert("RGB"))
-    with torch.inference_mode():
-        styled = stylize_batch(model, torch.from_numpy(photo)[None])[0].numpy()
+    styled = stylize_image(model, photo)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([photo, styled], axis=1)).save(args.output)
     print(args.output)
@@ -247,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--input", required=True, help="chunk folder (chunk.json + piece) or folder of images")
     st.add_argument("--output", required=True, help="output folder")
     st.add_argument("--batch-size", type=int, default=0, help="frames per forward pass (0: automatic)")
-    st.add_argument("--precision", default="auto", help="auto (GPU fp16, CPU fp32), fp32, bf16, fp16")
+    st.add_argument("--precision", default="auto",
+                    help="auto (GPU fp16; CPU bf16 where native, else fp32), fp32, bf16, fp16")
     st.add_argument("--compile", action="store_true",
                     help="torch.compile the model (falls back to eager), for a chunk of at least --compile-min-pixels")
     st.add_argument("--compile-min-pixels", type=int, default=COMPILE_PAYS_PIXELS, metavar="N",

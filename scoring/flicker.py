@@ -178,17 +178,13 @@ def measure_videos(source: Path, styled: Path, every: int = 1) -> dict:
 
 def measure_model(model: object, source: Path, every: int = 1) -> dict:
     """The warping error of ``model`` (a TransformerNet) styling ``source`` frame by frame."""
-    import torch
-
-    from scoring.transformer_net import stylize_batch
+    from scoring.transformer_net import stylize_image
 
     meter, frames = FlickerMeter(every=every), 0
-    with torch.inference_mode():
-        for i, frame in enumerate(_frames(source)):
-            if meter.wants(i):
-                styled = stylize_batch(model, torch.from_numpy(frame)[None])[0].numpy()
-                meter.add(i, frame, styled)
-            frames = i + 1
+    for i, frame in enumerate(_frames(source)):
+        if meter.wants(i):
+            meter.add(i, frame, stylize_image(model, frame))
+        frames = i + 1
     return (combine([meter.summary()]) or {"pairs": 0}) | {"frames": frames}
 
 
@@ -196,16 +192,12 @@ def save_strip(source: Path, models: dict[str, object], out: Path, start: int = 
                height: int = 180) -> Path:
     """``count`` consecutive frames from ``start``: the source's row, then one row per model,
     each frame at ``height`` px: flicker is what changes along a row that the motion does not explain."""
-    import torch
     from PIL import Image
 
-    from scoring.transformer_net import stylize_batch
+    from scoring.transformer_net import stylize_image
 
     frames = list(itertools.islice(_frames(source), start, start + count))
-    rows = [frames]
-    with torch.inference_mode():
-        for model in models.values():
-            rows.append([stylize_batch(model, torch.from_numpy(f)[None])[0].numpy() for f in frames])
+    rows = [frames, *([stylize_image(model, f) for f in frames] for model in models.values())]
     width = round(frames[0].shape[1] * height / frames[0].shape[0])
     tiles = [[cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in row] for row in rows]
     gap = 4

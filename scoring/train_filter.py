@@ -130,13 +130,12 @@ def held_out_l1(model: torch.nn.Module, names: tuple[str, ...] = (HELD_OUT,)) ->
     """The distillation loss (L1 to the filter, 0-255) on whole photos never trained on."""
     import skimage
 
-    from scoring.transformer_net import stylize_batch
+    from scoring.transformer_net import stylize_image
 
     base, losses = Path(skimage.__file__).parent / "data", []
     for name in names:
-        img = np.array(Image.open(base / name).convert("RGB"))
-        with torch.inference_mode():
-            out = stylize_batch(model, torch.from_numpy(img)[None])[0].numpy()
+        img = np.asarray(Image.open(base / name).convert("RGB"))
+        out = stylize_image(model, img)
         losses.append(np.abs(out.astype(np.float32) - pop_art(img).astype(np.float32)).mean())
     return float(np.mean(losses))
 

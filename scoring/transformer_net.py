@@ -7,6 +7,7 @@ residual blocks (5) for smaller, faster models.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -99,3 +100,9 @@ def stylize_batch(model: nn.Module, frames: torch.Tensor,
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
     y = model(x)[:, :, :h, :w]
     return y.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def stylize_image(model: nn.Module, rgb: np.ndarray) -> np.ndarray:
+    """One uint8 HxWx3 image through ``model`` (fp32, eager): previews, training checks, flicker."""
+    with torch.inference_mode():
+        return stylize_batch(model, torch.from_numpy(np.require(rgb, requirements=("C", "W")))[None])[0].numpy()
