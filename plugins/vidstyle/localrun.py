@@ -112,6 +112,10 @@ def _stop_on_sigterm() -> None:
 
 
 def run_file(video: Path, out_dir: Path, return_run: bool = False, **params):
+    from airflow.sdk import DagRunState
+
+    from vidstyle.runtime import state_value
+
     settings = load_settings()
     if not video.is_file():
         raise FileNotFoundError(f"{video} does not exist")
@@ -130,10 +134,10 @@ def run_file(video: Path, out_dir: Path, return_run: bool = False, **params):
     except KeyboardInterrupt:
         _fail_own_run("its local process was stopped before the run ended")
         raise
-    if str(dagrun.state) != "success":
+    if state_value(dagrun.state) != DagRunState.SUCCESS.value:
         entry = Ledger(store, Layout(settings)).get(Video(settings.container, blob, version).video_id) or {}
         error = entry.get("runs", {}).get(dagrun.run_id, {}).get("error")
-        raise RuntimeError(f"run {dagrun.run_id} ended {dagrun.state}: {error}")
+        raise RuntimeError(f"run {dagrun.run_id} ended {state_value(dagrun.state)}: {error}")
     spec = OutputSpec(conf.get("style", settings.default_style), conf.get("output_height") or 0,
                       conf.get("crf", 18), conf.get("output_prefix", settings.output_prefix))
     outputs = Layout(settings).outputs(blob, spec)

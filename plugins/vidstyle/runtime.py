@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import DagRunState
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRuntimeError
 
 from vidstyle import steps
 from vidstyle.backends.base import ScorerRejected
@@ -38,18 +40,44 @@ def failing_well(what: str, blob: str) -> Iterator[None]:
         raise RuntimeError(f"video {blob}: {what}: {type(exc).__name__}: {exc}") from exc
 
 
-LIVE_STATES = frozenset({"queued", "running"})
+def state_value(state: Any) -> str | None:
+    """A state as the value Airflow defines for it. Airflow's states are ``str`` enums, but the
+    Task SDK's own ``DagRunState`` does not override ``str()``: ``str(DagRunState.RUNNING)`` is
+    ``'DagRunState.RUNNING'``, never ``'running'``, and an enum hashes by its name, so it is not
+    found in a set of plain strings either. Every comparison of a state goes through this."""
+    return None if state is None else getattr(state, "value", state)
+
+
+LIVE_RUN_STATES = frozenset({DagRunState.QUEUED.value, DagRunState.RUNNING.value})
+
+
+def _not_found(exc: Exception) -> bool:
+    """The Execution API's 404 for a run that does not exist (deleted, or never created)."""
+    if isinstance(exc, AirflowRuntimeError):
+        return (exc.error.detail or {}).get("status_code") == HTTPStatus.NOT_FOUND
+    response = getattr(exc, "response", None)  # the API client's own error, where no supervisor translates it
+    return getattr(response, "status_code", None) == HTTPStatus.NOT_FOUND
+
+
+def dagrun_state(context: Any, dag_id: str, run_id: str) -> str | None:
+    """A run's state asked through the Task SDK (a task has no database of its own); None when
+    the run does not exist. Any other error is raised: a run whose state cannot be read is
+    never taken as ended (that would break a live run's claim, or mark it failed)."""
+    try:
+        return state_value(context["ti"].get_dagrun_state(dag_id=dag_id, run_id=run_id))
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
 
 
 def run_is_live(context: Any, dag_id: str) -> Callable[[str], bool]:
-    """Whether another run of ``dag_id`` is still queued or running, asked through the Task SDK
-    (a task has no database of its own). A run that does not exist is not live."""
+    """Whether a run of ``dag_id`` is still queued or running. A run that does not exist is not live."""
     def is_live(run_id: str) -> bool:
-        try:
-            return str(context["ti"].get_dagrun_state(dag_id=dag_id, run_id=run_id)) in LIVE_STATES
-        except Exception as exc:  # the API answers "not found" with an error
-            log.info("run %s of %s: no state (%s): taken as ended", run_id, dag_id, type(exc).__name__)
-            return False
+        state = dagrun_state(context, dag_id, run_id)
+        if state is None:
+            log.info("run %s of %s does not exist: taken as ended", run_id, dag_id)
+        return state in LIVE_RUN_STATES
 
     return is_live
 
