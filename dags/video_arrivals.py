@@ -12,9 +12,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from vidstyle.config import load_settings
-from vidstyle.dispatch import run_request, start_runs
-from vidstyle.sensors import NewVideoSensor
+from vidstyle.airflow.dispatch import start_runs
+from vidstyle.airflow.sensors import NewVideoSensor
+from vidstyle.pipeline.dispatch import run_request
+from vidstyle.pipeline.settings import load_settings
 
 settings = load_settings()
 

@@ -3,7 +3,7 @@
 Its daily runs sweep up anything the watcher missed; backfilling it over past dates handles
 old videos (see README, "Backfill"):
 
-    airflow backfill create --dag-id video_backlog --from-date 2026-01-01 --to-date 2026-01-31
+    vidstyle airflow backfill create --dag-id video_backlog --from-date 2026-01-01 --to-date 2026-01-31
 
 With ``--dag-run-conf '{"reprocess": true, "style": "..."}'`` it re-processes every video of
 those days, processed or not, e.g. with a new style.
@@ -14,13 +14,11 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from vidstyle.blobs import BlobStore
-from vidstyle.config import load_settings
-from vidstyle.dispatch import PROCESSING_DAG, run_request, start_runs
-from vidstyle.layout import Layout
-from vidstyle.ledger import Ledger, backlog
-from vidstyle.reconcile import reconcile
-from vidstyle.runtime import run_is_live
+from vidstyle.airflow.dispatch import start_runs
+from vidstyle.airflow.tasks import run_is_live
+from vidstyle.pipeline import sweep
+from vidstyle.pipeline.dispatch import PROCESSING_DAG, run_request
+from vidstyle.pipeline.settings import load_settings
 
 settings = load_settings()
 
@@ -45,19 +43,16 @@ def video_backlog():
     @task
     def reconcile_ledger() -> list[list[str]]:
         """Runs the ledger calls active that Airflow no longer runs become failed: picked up below."""
-        store = BlobStore(settings.wasb_conn_id, settings.container)
-        ended = reconcile(Ledger(store, Layout(settings)), run_is_live(get_current_context(), PROCESSING_DAG))
+        ended = sweep.reconcile_ledger(settings, run_is_live(get_current_context(), PROCESSING_DAG))
         print(f"{len(ended)} runs had ended without recording it: {ended}")
         return [list(e) for e in ended]
 
     @task
     def find_videos(data_interval_start=None, data_interval_end=None) -> list[dict]:
-        params = get_current_context()["params"]
-        store = BlobStore(settings.wasb_conn_id, settings.container)
-        picked = backlog(store.videos(settings.input_prefix, settings.suffixes), Ledger(store, Layout(settings)),
-                         data_interval_start, data_interval_end, reprocess=params["reprocess"])
+        reprocess = get_current_context()["params"]["reprocess"]
+        picked = sweep.videos_to_process(settings, data_interval_start, data_interval_end, reprocess)
         print(f"{len(picked)} videos uploaded in [{data_interval_start}, {data_interval_end}) to process")
-        return [v.to_dict() | {"rerun": rerun} for v, rerun in picked]
+        return picked
 
     @task
     def plan_runs(videos: list[dict], ts_nodash=None) -> list[dict]:

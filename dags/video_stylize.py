@@ -10,17 +10,18 @@ from datetime import timedelta
 from airflow.sdk import PokeReturnValue, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from vidstyle import steps
-from vidstyle.config import load_settings
-from vidstyle.operators import StylizeChunkOperator
-from vidstyle.params import stylize_params
-from vidstyle.priority import ARRIVAL_ORDER
-from vidstyle.runtime import failing_well, on_task_failure, run_is_live, video_run
+from vidstyle.airflow.form import stylize_params
+from vidstyle.airflow.operators import StylizeChunkOperator
+from vidstyle.airflow.priority import ARRIVAL_ORDER
+from vidstyle.airflow.tasks import failing_well, on_task_failure, run_is_live, video_run
+from vidstyle.pipeline import steps
+from vidstyle.pipeline.run import VideoRun
+from vidstyle.pipeline.settings import load_settings
 
 settings = load_settings()
 
 
-def _run(video: dict | None = None) -> steps.VideoRun:
+def _run(video: dict | None = None) -> VideoRun:
     return video_run(get_current_context(), video)
 
 
@@ -45,7 +46,7 @@ def video_stylize():
 
     @task.sensor(poke_interval=settings.claim_poke_seconds, timeout=timedelta(hours=12), mode="reschedule")
     def claim_output(video: dict) -> PokeReturnValue:
-        """Runs that would write the same result take turns (see vidstyle.claims)."""
+        """Runs that would write the same result take turns (see vidstyle.pipeline.claims)."""
         context = get_current_context()
         run = _run(video)
         with failing_well("claim_output", run.video.blob):

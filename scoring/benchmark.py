@@ -1,8 +1,8 @@
 """Benchmark: the reference per-frame loop vs. the pure-forward ceiling vs. a chunk as the pipeline runs it.
 
-    python -m scoring.benchmark --model pop-art --size 640x360                # the pipeline's defaults
-    python -m scoring.benchmark --model pop-art --size 640x360 --no-compile --precision fp32
-    python -m scoring.benchmark --model pop-art --size 1920x1080 --device cuda  # on a GPU node
+    vidstyle benchmark --model pop-art --size 640x360                # the pipeline's defaults
+    vidstyle benchmark --model pop-art --size 640x360 --no-compile --precision fp32
+    vidstyle benchmark --model pop-art --size 1920x1080 --device cuda  # on a GPU node
 
 On the same frames and checkpoint, in one run:
   1. baseline: what the reference architecture does (JPEG files through PIL, batch 1, fp32,
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from PIL import Image
 from scoring.checkpoint import load_model
 from scoring.chunk import ChunkSpec, Encoding, even_size
 from scoring.engine import Scorer, auto_batch_size, pick_device
+from scoring.machine import cpu_name
 from scoring.transformer_net import stylize_image
 
 RATE = Fraction(30000, 1001)
@@ -130,7 +130,7 @@ def run_chunk(a: argparse.Namespace, chunk: Path, out: Path) -> dict:
             str(out), "--batch-size", str(a.batch_size), "--precision", a.precision, "--device", a.device,
             "--result", str(out / "result.json"), "--log-every", "600", *(["--compile"] if a.compile else [])]
     started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"the chunk failed: {done.stderr[-2000:]}")
@@ -151,16 +151,6 @@ def deviation(model: torch.nn.Module, scorer: Scorer, frames: list[np.ndarray]) 
     return float(d.mean()), int(d.max())
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def forward_only(a: argparse.Namespace, scorer: Scorer, frames: list[np.ndarray], batch: int) -> int:
     rounds = [run_ceiling(scorer, frames, batch, repeats=max(2, a.frames // batch)) for _ in range(max(1, a.rounds))]
     figures = {"resolution": a.size, "batch_size": batch, "precision": scorer.precision, "compiled": scorer.compiled,
@@ -171,8 +161,7 @@ def forward_only(a: argparse.Namespace, scorer: Scorer, frames: list[np.ndarray]
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scoring.benchmark", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="pop-art")
     p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     p.add_argument("--frames", type=int, default=240, help="frames in the chunk (the pipeline's default chunk)")
@@ -187,8 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forward-only", action="store_true",
                    help="measure only the model's forward pass (the ceiling), e.g. for the pipeline benchmark")
     p.add_argument("--json", help="also write the figures to this file")
-    a = p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scoring.benchmark", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
     width, height = map(int, a.size.lower().split("x"))
     device = pick_device(a.device)
     model, info = load_model(a.model)  # fp32 on the CPU: the baseline's model

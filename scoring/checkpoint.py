@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from scoring.builtins import CHECKPOINT_SUFFIXES, MODELS_DIR, builtin_models
 from scoring.transformer_net import TransformerNet
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".model")
+__all__ = ["CHECKPOINT_SUFFIXES", "MODELS_DIR", "ModelInfo", "ModelLoadError", "builtin_models", "load_model"]
+
 # Checkpoints saved with PyTorch < 0.4 carry InstanceNorm running stats the model no longer has.
 _LEGACY_KEY = re.compile(r"in\d+\.running_(mean|var)$")
 _RES_BLOCK = re.compile(r"^res(\d+)\.conv1\.conv2d\.weight$")
@@ -28,10 +29,6 @@ class ModelInfo:
     width: int
     blocks: int
     sidecar: dict
-
-
-def builtin_models() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(MODELS_DIR.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES}
 
 
 def resolve_model(ref: str | Path) -> Path:

@@ -19,10 +19,20 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+# A chunk's input folder ("in"): the spec and the piece it names.
 SPEC_NAME = "chunk.json"
+PIECE_NAME = "piece.nut"
+INPUT_FILES = (SPEC_NAME, PIECE_NAME)
+# Its output folder ("out"): the segment and its figures (written last: a folder whose result is
+# in place is complete), and the before/after image from the chunk holding the middle frame.
 SEGMENT_NAME = "segment.mp4"
-PREVIEW_NAME = "preview.png"
 RESULT_NAME = "result.json"
+PREVIEW_NAME = "preview.png"
+OUTPUT_FILES = (SEGMENT_NAME, RESULT_NAME)
+OPTIONAL_OUTPUT_FILES = (PREVIEW_NAME,)
+# The scorer's exit code for inputs it cannot use (a bad model, a damaged piece): retrying will not help.
+EXIT_BAD_INPUT = 2
+DEFAULT_CRF = 18  # H.264 quality of a result unless a run says otherwise: visually lossless
 ROTATIONS = (0, 90, 180, 270)
 
 
@@ -34,7 +44,7 @@ class ChunkSpecError(ValueError):
 class Encoding:
     """How the segment is encoded; identical for every chunk of a video, so segments join."""
 
-    crf: int = 18
+    crf: int = DEFAULT_CRF
     preset: str = "medium"
     encoder: str = "auto"  # auto: the GPU's hardware H.264 encoder when there is one, else libx264
     frame_rate: str = "30000/1001"  # nominal rate, for the encoder's rate control only

@@ -17,23 +17,15 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from scoring.chunk import EXIT_BAD_INPUT
+from scoring.flicker_figures import DEFAULT_EVERY
 
-from scoring.checkpoint import ModelLoadError, builtin_models, load_model
-from scoring.engine import (
-    COMPILE_PAYS_PIXELS,
-    DeviceError,
-    RunStats,
-    Scorer,
-    auto_batch_size,
-    compile_pays,
-    pick_device,
-    stylize_stream,
-)
-
-EXIT_BAD_INPUT = 2
+if TYPE_CHECKING:  # torch loads when a command runs, not when its options are listed
+    from scoring.engine import RunStats, Scorer
 
 
 def _progress_printer(label: str, every_s: float):
@@ -57,6 +49,7 @@ def _folder_bytes(*paths: Path) -> int:
 def stylize_chunk(args: argparse.Namespace, scorer: Scorer, model_width: int) -> dict:
     """A chunk folder in, an encoded segment (and maybe the preview) out."""
     from scoring.chunk import PREVIEW_NAME, SEGMENT_NAME, SPEC_NAME, ChunkSpec
+    from scoring.engine import auto_batch_size, stylize_stream
     from scoring.flicker import FlickerMeter
     from scoring.video import SegmentWriter, read_chunk
 
@@ -98,6 +91,7 @@ def stylize_chunk(args: argparse.Namespace, scorer: Scorer, model_width: int) ->
 
 def stylize_images(args: argparse.Namespace, scorer: Scorer, model_width: int) -> dict:
     """A folder of images in, one PNG per image out (same names)."""
+    from scoring.engine import stylize_stream
     from scoring.frames import FolderFrameWriter, image_paths, read_folder
 
     src = Path(args.input)
@@ -124,6 +118,7 @@ def save_preview(before, after, path: Path, height: int = 360) -> None:
 def _compile_pays(src: Path, threshold: int) -> bool:
     """--compile on a chunk too small to win back the compile time runs eager, and says so."""
     from scoring.chunk import SPEC_NAME, ChunkSpec, ChunkSpecError
+    from scoring.engine import compile_pays
 
     if not (src / SPEC_NAME).is_file():
         return True
@@ -139,7 +134,11 @@ def _compile_pays(src: Path, threshold: int) -> bool:
 
 
 def cmd_stylize(args: argparse.Namespace, started: float) -> int:
+    import torch
+
+    from scoring.checkpoint import ModelLoadError, load_model
     from scoring.chunk import SPEC_NAME, ChunkSpecError
+    from scoring.engine import COMPILE_PAYS_PIXELS, DeviceError, Scorer, pick_device
     from scoring.video import PieceError
 
     torch.set_num_threads(args.threads) if args.threads else None
@@ -150,7 +149,8 @@ def cmd_stylize(args: argparse.Namespace, started: float) -> int:
         return 1
     try:
         model, info = load_model(args.model, device, sidecar=Path(args.sidecar) if args.sidecar else None)
-        compile = args.compile and _compile_pays(Path(args.input), args.compile_min_pixels)
+        threshold = COMPILE_PAYS_PIXELS if args.compile_min_pixels is None else args.compile_min_pixels
+        compile = args.compile and _compile_pays(Path(args.input), threshold)
         scorer = Scorer(model, device, args.precision, compile=compile)
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -184,6 +184,7 @@ def cmd_preview(args: argparse.Namespace, started: float) -> int:
     import numpy as np
     from PIL import Image
 
+    from scoring.checkpoint import ModelLoadError, load_model
     from scoring.transformer_net import stylize_image
 
     try:
@@ -203,6 +204,7 @@ def cmd_preview(args: argparse.Namespace, started: float) -> int:
 def cmd_flicker(args: argparse.Namespace, started: float) -> int:
     """Print the warping error of a styled video (or of each --model styling the source), the
     source's own (the flow's noise floor), and their ratio."""
+    from scoring.checkpoint import ModelLoadError, load_model
     from scoring.flicker import measure_model, measure_videos, save_strip
 
     if (args.styled is None) == (not args.model):
@@ -232,15 +234,14 @@ def cmd_flicker(args: argparse.Namespace, started: float) -> int:
 
 
 def cmd_models(_: argparse.Namespace, started: float) -> int:
+    from scoring.builtins import builtin_models
+
     for name, path in builtin_models().items():
         print(f"{name}\t{path}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("stylize", help="stylize a chunk folder (video) or a folder of images")
+def add_stylize_arguments(st: argparse.ArgumentParser) -> None:
     st.add_argument("--model", required=True, help="built-in model name or checkpoint path")
     st.add_argument("--sidecar", help="the checkpoint's JSON sidecar, when it is not beside it (a remote job's input)")
     st.add_argument("--input", required=True, help="chunk folder (chunk.json + piece) or folder of images")
@@ -250,18 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto (GPU fp16; CPU bf16 where native, else fp32), fp32, bf16, fp16")
     st.add_argument("--compile", action="store_true",
                     help="torch.compile the model (falls back to eager), for a chunk of at least --compile-min-pixels")
-    st.add_argument("--compile-min-pixels", type=int, default=COMPILE_PAYS_PIXELS, metavar="N",
-                    help="frames x width x height from which compiling pays (default: %(default)s)")
+    st.add_argument("--compile-min-pixels", type=int, default=None, metavar="N",
+                    help="frames x width x height from which compiling pays (default: the engine's, 20 M pixels, "
+                         "about 90 frames at 640x360; 0 compiles any chunk)")
     st.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (a GPU asked for must be usable)")
     st.add_argument("--png-level", type=int, choices=range(10), default=1, metavar="0-9",
                     help="zlib level of output PNGs, for a folder of images (0 stores them)")
     st.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     st.add_argument("--result", help="also write the summary as JSON to this file")
     st.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")
-    st.add_argument("--flicker-every", type=int, default=8, metavar="N",
+    st.add_argument("--flicker-every", type=int, default=DEFAULT_EVERY, metavar="N",
                     help="measure flicker on the pair (i, i+1) of every N-th frame of a chunk (0: off)")
-    st.set_defaults(func=cmd_stylize)
-    fl = sub.add_parser("flicker", help="warping error (flicker) of a styled video against its source")
+
+
+def add_flicker_arguments(fl: argparse.ArgumentParser) -> None:
     fl.add_argument("source", help="the source video: its optical flow is the reference")
     fl.add_argument("styled", nargs="?", help="the styled video (same frames)")
     fl.add_argument("--model", action="append",
@@ -269,13 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--strip", help="with --model: also save consecutive frames, source and each model's, as a PNG")
     fl.add_argument("--strip-start", type=int, default=0, help="the strip's first frame")
     fl.add_argument("--every", type=int, default=1, metavar="N", help="sample the pair (i, i+1) of every N-th frame")
-    fl.set_defaults(func=cmd_flicker)
-    pv = sub.add_parser("preview", help="before/after image of one photo")
+
+
+def add_preview_arguments(pv: argparse.ArgumentParser) -> None:
     pv.add_argument("--model", required=True)
     pv.add_argument("--image", required=True)
     pv.add_argument("--output", required=True)
-    pv.set_defaults(func=cmd_preview)
-    sub.add_parser("models", help="list built-in models").set_defaults(func=cmd_models)
+
+
+Command = Callable[[argparse.Namespace, float], int]
+# name -> (help, options, what runs): ``python -m scoring`` and ``vidstyle`` offer the same commands.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {
+    "stylize": ("stylize a chunk folder (video) or a folder of images", add_stylize_arguments, cmd_stylize),
+    "flicker": ("warping error (flicker) of a styled video against its source", add_flicker_arguments, cmd_flicker),
+    "preview": ("before/after image of one photo", add_preview_arguments, cmd_preview),
+    "models": ("list built-in models", lambda p: None, cmd_models),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (summary, add_arguments, run) in COMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=summary)
+        add_arguments(command)
+        command.set_defaults(func=run)
     return parser
 
 

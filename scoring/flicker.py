@@ -24,8 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FLOW_SIDE = 640
-DEFAULT_EVERY = 8  # in a chunk, the pair (i, i+1) for every 8th frame i: ~1.3% of a pop-art chunk's time
+from scoring.flicker_figures import DEFAULT_EVERY, FLOW_SIDE, combine
+
+__all__ = ["DEFAULT_EVERY", "FlickerMeter", "combine", "measure_model", "measure_videos", "save_strip"]
+
 
 
 def _flow_size(shape: tuple[int, ...], side: int = FLOW_SIDE) -> tuple[int, int]:
@@ -137,20 +139,6 @@ class FlickerMeter:
         """What a chunk reports: sums, so that chunks combine exactly."""
         return {"every": self.every, "pairs": self.pairs, "styled_sum": self.styled_sum,
                 "source_sum": self.source_sum}
-
-
-def combine(parts: list[dict | None]) -> dict | None:
-    """A video's flicker from its chunks' summaries (pairs across chunk boundaries are not
-    sampled: each chunk measures its own frames)."""
-    parts = [p for p in parts if p and p.get("pairs")]
-    if not parts:
-        return None
-    pairs = sum(p["pairs"] for p in parts)
-    styled = sum(p["styled_sum"] for p in parts) / pairs
-    source = sum(p["source_sum"] for p in parts) / pairs
-    return {"warping_error": round(styled, 6), "source_warping_error": round(source, 6),
-            "ratio": round(styled / source, 3) if source > 0 else None, "pairs": pairs,
-            "every": parts[0]["every"], "flow": f"OpenCV DIS (fast) at <= {FLOW_SIDE} px"}
 
 
 def _frames(path: Path) -> Iterator[np.ndarray]:

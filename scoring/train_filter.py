@@ -5,7 +5,7 @@ over a Kuwahara-smoothed image, with darkened edges. Instance normalisation in t
 hides global brightness and colour, so a filter defined on standardised luminance is one the
 network can learn exactly; a filter that keeps each photo's own colours is not.
 
-    python -m scoring.train_filter --output scoring/models/pop-art.pth
+    vidstyle train-filter --output scoring/models/pop-art.pth
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def train(args: argparse.Namespace) -> dict:
                          "final": round(float(np.mean(stable_losses[-50:])), 3)},
                      "held_out_l1": round(held_out_l1(model.eval()), 3),
                      "seconds": round(time.perf_counter() - start)},
-        "command": "python -m scoring.train_filter " + " ".join(
+        "command": "vidstyle train-filter " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if v is not None),
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -205,6 +205,11 @@ def train(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scoring.train_filter", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("--images", help="folder of training photos (default: scikit-image's bundled photos)")
     p.add_argument("--iterations", type=int, default=3000)
@@ -221,8 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the consistency loss (0: off); see stability_loss")
     p.add_argument("--max-shift", type=float, default=2.0, help="largest shift of the consistency loss, pixels")
     p.add_argument("--noise", type=float, default=3.0, help="noise of the consistency loss (std, 0-255 scale)")
-    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
 
 
 if __name__ == "__main__":
-    train(build_parser().parse_args())
+    raise SystemExit(run(build_parser().parse_args()))

@@ -3,7 +3,7 @@
 Content loss on VGG-16 relu2_2, Gram-matrix style loss on relu1_2, relu2_2, relu3_3 and
 relu4_3, and a total-variation loss, over a folder of content photos.
 
-    python -m scoring.train_style --style starry.jpg --content photos/ --output starry.pth
+    vidstyle train-style --style starry.jpg --content photos/ --output starry.pth
 
 The loss network's ImageNet weights come from torchvision's weights API (downloaded once into
 the torch hub cache) or from a local file given with --vgg-weights; with neither, training
@@ -110,7 +110,8 @@ def train(args: argparse.Namespace, loss_net: nn.Module | None = None) -> dict:
     """Returns the loss history; ``loss_net`` lets tests supply a tiny network (no download)."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    device = torch.device(args.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     if loss_net is None:
         loss_net = FeatureTaps(vgg16_features(args.vgg_weights, args.download_vgg), VGG_LAYERS)
     loss_net = loss_net.to(device)
@@ -161,6 +162,11 @@ def save(model: TransformerNet, args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scoring.train_style", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", required=True, help="the painting")
     p.add_argument("--content", required=True, help="folder of content photos (e.g. a COCO subset)")
     p.add_argument("--output", required=True)
@@ -176,14 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--blocks", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda, ...")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log-every", type=int, default=100)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         train(args)
     except (LossNetworkError, FileNotFoundError) as exc:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs everything the demo and the tests need; cheap to re-run (each step checks first).
+# Sets up a fresh machine, up to where the project's own command takes over: Debian's ffmpeg,
+# Node.js and Azurite (npm), uv, and the Python environment in .venv, installed from uv.lock
+# with every extra (the project itself editable, so a checkout's edits take effect at once).
+# Cheap to re-run: each step checks first. Everything after it is `.venv/bin/vidstyle ...`.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$ROOT"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  say "Python 3.11 or newer is needed (python3 is $(python3 --version 2>&1))"; exit 1; }
 
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   say "installing ffmpeg (Debian package)"
@@ -21,31 +26,19 @@ if [ ! -x .tools/node_modules/.bin/azurite-blob ] || \
   npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
 fi
 
-stamp=$(cat requirements.txt scoring/requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
-if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
-  say "creating the Python environment in .venv (torch is large: a few minutes the first time)"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  mkdir -p .cache
-  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -r requirements-dev.txt; } >.cache/pip.log 2>&1; then
-    tail -30 .cache/pip.log >&2
-    say "pip failed; full log in .cache/pip.log"
-    exit 1
-  fi
-  echo "$stamp" > .venv/.stamp
+UV_VERSION=0.13.9
+uv=.tools/uv/bin/uv
+if ! "$uv" --version 2>/dev/null | grep -q " $UV_VERSION"; then
+  say "installing uv $UV_VERSION"
+  python3 -m venv .tools/uv
+  .tools/uv/bin/pip install -q "uv==$UV_VERSION"
 fi
 
-[ -n "${VIDSTYLE_SKIP_DB:-}" ] && { say "ready (database left to the caller)"; exit 0; }
-mkdir -p "$AIRFLOW_HOME"
-case "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in
-  postgresql*) "$(dirname "${BASH_SOURCE[0]}")/services.sh" start postgres ;;
-esac
-migrated="$AIRFLOW_HOME/.migrated-$(printf '%s %s' "$stamp" "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" | sha256sum | cut -c1-16)"
-if [ ! -f "$migrated" ]; then
-  say "initialising the Airflow database ($AIRFLOW_HOME)"
-  airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { tail -20 "$AIRFLOW_HOME/migrate.log"; exit 1; }
-  touch "$migrated"
+# The one install command, from the one lock (the images run the same, with their extras).
+mkdir -p .cache
+if ! UV_PYTHON_DOWNLOADS=never "$uv" sync --frozen --extra dev --python python3 >.cache/uv-sync.log 2>&1; then
+  tail -30 .cache/uv-sync.log >&2
+  say "uv sync failed; full log in .cache/uv-sync.log"
+  exit 1
 fi
-# The pool bounds how many chunks score at once on this machine: a flood of uploads queues.
-# Counting deferred tasks too: a chunk waiting on a remote (Azure ML) job holds its slot.
-airflow pools set scoring "${VIDSTYLE_SCORING_SLOTS:-1}" "Concurrent chunk scoring tasks" --include-deferred >/dev/null 2>&1
-say "ready"
+say "ready: .venv/bin/vidstyle --help"

@@ -1,14 +1,8 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded default: sets everything up, makes a sample video with
-# audio, uploads it to Azurite, runs the video_stylize DAG on it with local scoring, and
-# prints the path of the stylized video on the last line.
+# The whole pipeline on the embedded default, set-up included: installs what is missing, makes a
+# sample video with audio, runs the video_stylize DAG on it (local Airflow, Azurite, local CPU
+# scoring) and prints the stylized video's path on the last line. Options go to `vidstyle demo`.
 set -euo pipefail
-here="$(dirname "${BASH_SOURCE[0]}")"
-"$here/bootstrap.sh"
-"$here/azurite.sh" start
-source "$here/env.sh"
-mkdir -p "$ROOT/out"
-sample="$ROOT/out/sample.mp4"
-[ -f "$sample" ] || python -m vidstyle.sample "$sample" --seconds "${DEMO_SECONDS:-4}" >/dev/null
-echo "[demo] sample video: $sample"
-exec "$here/stylize-file.sh" "$sample" "$@"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$here/bootstrap.sh" >&2
+exec "$here/../.venv/bin/vidstyle" demo "$@"

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# The test suite: real Azurite, real ffmpeg, real torch, real Airflow runs of the DAGs.
-# Extra arguments go to pytest (e.g. -k watcher, -m "not slow").
+# The test suite: real Azurite, ffmpeg, torch and Airflow runs, PostgreSQL and Redis for the
+# cluster tests. Installs what is missing, then checks style (ruff) and the floors' import
+# contract (import-linter), and runs pytest. Extra arguments go to pytest (-k watcher, -m "not cluster").
 set -euo pipefail
-here="$(dirname "${BASH_SOURCE[0]}")"
-# Tests get a throw-away Airflow home and database: their runs never show up in the demo or UI.
-export AIRFLOW_HOME="$(cd "$here/.." && pwd)/.cache/airflow-test"
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
-rm -rf "$AIRFLOW_HOME"
-"$here/bootstrap.sh"
-"$here/azurite.sh" start
-source "$here/env.sh"
-cd "$ROOT"
-ruff check .
-exec python -m pytest "$@"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+./scripts/bootstrap.sh
+rm -rf .cache/airflow-test  # the tests' Airflow gets a fresh database every run
+.venv/bin/vidstyle azurite start
+.venv/bin/ruff check .
+.venv/bin/lint-imports
+exec .venv/bin/python -m pytest "$@"

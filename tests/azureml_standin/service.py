@@ -13,7 +13,7 @@ Tests steer it with rules (``POST /rules``): a rule matches a job by its tags an
 number and says what the job does instead of running ("fail" as a preempted node would,
 "hang" until released, "not_responding" for a while, "exit2" like the scorer refusing its
 input) or how slowly it is cancelled. It runs inside the test process (a thread) or as a
-process of its own (``python -m azureml_standin.service --port N``) that every Airflow
+process of its own (``python -m tests.azureml_standin.service --port N``) that every Airflow
 process, the triggerer included, talks to: the jobs outlive the Airflow processes.
 """
 
@@ -191,7 +191,7 @@ class JobService:
         self._execute(job, exit_code=2 if behaviour == "exit2" else None)
 
     def _store(self, uri: str):
-        from vidstyle.blobs import BlobStore  # Airflow's WasbHook: the connection comes from the environment
+        from vidstyle.hooks.blob_store import BlobStore  # WasbHook: the connection comes from the environment
 
         m = DATASTORE_URI.match(uri)
         conn_id, container = self.datastores[m["store"]]

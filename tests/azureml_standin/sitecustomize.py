@@ -12,7 +12,7 @@ import os
 import sys
 
 URL = os.environ.get("VIDSTYLE_AZUREML_STANDIN")
-TARGET = "vidstyle.azureml.hook"
+TARGET = "vidstyle.hooks.azureml"
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -31,7 +31,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        from azureml_standin.client import StandinMLClient
+        from tests.azureml_standin.client import StandinMLClient
 
         module.AzureMLHook.get_conn = lambda hook: StandinMLClient(URL)
 

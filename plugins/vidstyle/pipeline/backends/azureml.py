@@ -1,0 +1,144 @@
+"""Score a chunk as an Azure ML command job on a GPU cluster, without holding a worker slot.
+
+score(): find the chunk's job from an earlier try (still able to finish, or done with its
+output in place) or submit a new one, and answer which job to wait for (the operator defers).
+resume(): read the chunk's result.json and what the job cost, or fail this chunk alone with the
+job's name, status and error. A job that hung or ran past its time is cancelled first; after a
+status-read error nothing is cancelled (the job may be fine: the retry reattaches to it); a
+scorer that refused its input (exit 2) fails the chunk without retries, on any GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from scoring.chunk import EXIT_BAD_INPUT, RESULT_NAME, SEGMENT_NAME
+from vidstyle.hooks.azureml import COMPLETED, AzureMLHook
+from vidstyle.hooks.blob_store import BlobStore
+from vidstyle.pipeline.backends import azureml_jobs as jobs
+from vidstyle.pipeline.backends.azureml_cost import job_cost
+from vidstyle.pipeline.backends.base import JOB_FILE, ChunkTask, ComputeBackend, WaitForJob
+from vidstyle.pipeline.environment import environment_version
+from vidstyle.pipeline.errors import ScorerRejected
+from vidstyle.pipeline.models import WASB, ModelRef, require_stored_model
+from vidstyle.pipeline.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class AzureMLJobFailed(RuntimeError):
+    """The chunk's job ended without a usable result; the task's retry submits a new job (or
+    reattaches to the same one, when only its status could not be read)."""
+
+
+class AzureMLBackend(ComputeBackend):
+    name = "azureml"
+
+    def __init__(self) -> None:
+        self._job_name: str | None = None
+
+    @staticmethod
+    def options(settings: Settings) -> dict:
+        # The environment's version is fixed here, once per run (the split makes the chunks' tasks).
+        return {"batch_size": settings.azureml_batch_size, "precision": settings.azureml_precision,
+                "compile": settings.azureml_compile,
+                "environment": f"{settings.azureml_environment}:{environment_version()}"}
+
+    @staticmethod
+    def chunk_frames(settings: Settings) -> int:
+        # A job's start (a container, its data, the model) is paid per chunk: see README, "Chunk size".
+        return settings.azureml_chunk_frames
+
+    def preflight(self, ref: str, settings: Settings) -> None:
+        AzureMLHook(settings.azureml_conn_id).check()  # a missing connection fails the run here, once
+        self._model_uri(ref, settings)  # a model the job cannot read is refused here
+        if (model := ModelRef.parse(ref)).kind == WASB:
+            require_stored_model(model, settings.wasb_conn_id)
+
+    @staticmethod
+    def _model_uri(ref: str, settings: Settings) -> str | None:
+        return jobs.model_source(ref, settings.container, settings.azureml_datastore)
+
+    @staticmethod
+    def _sidecar(ref: str, model_uri: str | None, conn_id: str) -> str | None:
+        """The model's JSON sidecar as a job input, when there is one beside it in storage."""
+        model, uri = ModelRef.parse(ref), jobs.sidecar_uri(model_uri)
+        if model.kind != WASB or not uri:
+            return None
+        return uri if BlobStore(conn_id, model.container).exists(model.sidecar_blob) else None
+
+    def score(self, task: ChunkTask, run_id: str) -> dict | WaitForJob:
+        settings = load_settings()
+        spec, model_uri = jobs.JobSpec.from_settings(settings), self._model_uri(task.model, settings)
+        store = BlobStore(task.conn_id, task.container)
+        sidecar = self._sidecar(task.model, model_uri, task.conn_id)
+        hook = AzureMLHook(settings.azureml_conn_id)
+        earlier_result = functools.cache(lambda: self._result(store, task))  # read once, if at all
+        job, reattached = jobs.submit_or_reattach(
+            hook, task, run_id, lambda name: jobs.build_job(task, name, spec, model_uri, run_id, sidecar),
+            output_ready=lambda: earlier_result() is not None,
+        )
+        self._job_name = job.name
+        note = (f"{task.where}: {'reattached to' if reattached else 'submitted'} Azure ML job {job.name} "
+                f"({job.status}) on {settings.azureml_compute}: {job.studio_url}")
+        if job.status == COMPLETED:  # only a reattached job: its output was just checked
+            log.info("%s", note)
+            return self._collect(earlier_result(), task, job.name, hook, settings, store)
+        return WaitForJob(
+            conn_id=settings.azureml_conn_id, job_name=job.name, label=task.where,
+            queue_timeout=settings.azureml_queue_timeout_minutes * 60,
+            run_timeout=settings.azureml_job_timeout_minutes * 60 + 600,  # Azure ML's own limit first
+            not_responding_grace=settings.azureml_not_responding_minutes * 60,
+            poll_seconds=settings.azureml_poll_seconds, max_poll_seconds=settings.azureml_max_poll_seconds,
+            note=note)
+
+    def resume(self, task: ChunkTask, event: dict) -> dict:
+        name, status, kind = event["job"], event.get("job_status"), event["status"]
+        self._job_name, settings = name, load_settings()
+        where = f"{task.chunk_label}: Azure ML job {name}"
+        if kind == "success":
+            log.info("%s completed: %s", where, event.get("studio_url"))
+            store = BlobStore(task.conn_id, task.container)
+            return self._collect(self._result(store, task), task, name, AzureMLHook(settings.azureml_conn_id),
+                                 settings, store)
+        error = event.get("error") or "no error given"
+        if kind == "error":  # only the status was unreadable: the job is left running for the retry
+            raise AzureMLJobFailed(f"{where}: its status could not be read ({error}); the job was left running "
+                                   "and the chunk's retry takes it over")
+        if kind in ("timeout", "hung"):
+            self.cancel(task)  # it still holds (or waits for) a node
+        elif kind == "failed" and jobs.exit_status(error) == EXIT_BAD_INPUT:
+            raise ScorerRejected(f"{where}: the scorer refused its input (exit {EXIT_BAD_INPUT}); another GPU "
+                                 f"cannot help: {error}")
+        raise AzureMLJobFailed(f"{where} ended {kind} (job status {status}): {error}; "
+                               f"Studio: {event.get('studio_url') or 'n/a'}")
+
+    def cancel(self, task: ChunkTask) -> None:
+        if self._job_name and AzureMLHook(load_settings().azureml_conn_id).cancel_job(self._job_name):
+            log.warning("%s: cancelled Azure ML job %s", task.chunk_label, self._job_name)
+
+    @staticmethod
+    def _result(store: BlobStore, task: ChunkTask) -> dict | None:
+        """The chunk's result.json when the output is complete (segment first, result last)."""
+        try:
+            result = store.read_json(task.output_dir + RESULT_NAME)
+        except FileNotFoundError:
+            return None
+        if result.get("frames") != task.frames or not store.exists(task.output_dir + SEGMENT_NAME):
+            return None
+        return result
+
+    @staticmethod
+    def _collect(result: dict | None, task: ChunkTask, job_name: str, hook: AzureMLHook, settings: Settings,
+                 store: BlobStore) -> dict:
+        if result is None:
+            raise AzureMLJobFailed(f"{task.chunk_label}: Azure ML job {job_name} completed but left no complete "
+                                   f"output (a segment of {task.frames} frames and result.json) in {task.output_dir}")
+        cost = job_cost(hook.job_times(job_name), result, job_name, settings)
+        # Jobs that failed or were cancelled before this one (a preempted node) were paid for too.
+        base, _, attempt = job_name.rpartition("-")
+        cost["earlier"] = [job_cost(hook.job_times(f"{base}-{i}"), {}, f"{base}-{i}", settings)
+                           for i in range(1, int(attempt) if attempt.isdigit() else 1)]
+        store.write_json(task.output_dir + JOB_FILE, cost)  # beside the segment: the manifest sums them
+        return result | {"azureml": cost}

@@ -1,0 +1,110 @@
+"""Installation settings, read from Airflow's config section ``[vidstyle]``.
+
+Each can be set in airflow.cfg or as ``AIRFLOW__VIDSTYLE__<KEY>`` in the environment; DAG
+params override the per-run ones from the UI form or ``--conf``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from scoring.flicker_figures import DEFAULT_EVERY
+
+SECTION = "vidstyle"
+
+
+@dataclass(frozen=True)
+class Settings:
+    wasb_conn_id: str = "wasb_default"
+    container: str = "videos"
+    input_prefix: str = "incoming/"
+    work_prefix: str = "work/"
+    output_prefix: str = "outputs/"
+    state_prefix: str = "state/"
+    video_suffixes: str = ".mp4,.mov,.mkv,.avi,.webm,.m4v,.mpg,.mpeg,.ts"
+    default_style: str = "pop-art"
+    chunk_frames: int = 240
+    backend: str = "local"
+    keep_work: bool = False
+    max_active_videos: int = 4
+    scoring_pool: str = "scoring"
+    scoring_pool_slots: int = 0  # chunks scoring at once; 0: 1 on the local backend, on Azure ML see pool_slots
+    sensor_poke_seconds: int = 30
+    azure_http_logging: bool = False  # log every Azure SDK request's headers (read at import, see vidstyle.hooks)
+    claim_poke_seconds: int = 30  # how often a run waiting for another one writing its result looks again
+    max_frames: int = 500_000
+    # How chunks encode their segments (H.264; the run's crf sets the quality). "auto": the
+    # GPU's hardware encoder on a node that has one, else libx264 at this preset.
+    encoder: str = "auto"
+    x264_preset: str = "medium"
+    # Sources that cannot be cut by stream copy are re-encoded per chunk at this x264 CRF
+    # (near-lossless: the chunk decodes it once more before styling).
+    mezzanine_crf: int = 10
+    # Flicker (README "Flicker"): each chunk measures the warping error of the pair (i, i+1) for
+    # every N-th frame i; 0 turns it off. Every 8th costs ~2% of a chunk's time on a CPU.
+    flicker_every: int = DEFAULT_EVERY
+    local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
+    local_precision: str = "auto"  # auto: fp16 on a GPU; on a CPU bf16 where native, else fp32
+    # torch.compile, for chunks big enough to win back its ~20 s (~6 s from the worker's cache)
+    local_compile: bool = True
+    # Azure ML backend (see README "Azure ML"). The workspace itself is named by the connection.
+    azureml_conn_id: str = "azureml_default"
+    azureml_datastore: str = "vidstyle"  # a datastore on `container`, registered by provision
+    azureml_compute: str = "vidstyle-gpu"
+    azureml_vm_size: str = "Standard_NC4as_T4_v3"
+    azureml_min_nodes: int = 0  # 0: no GPU node runs (or bills) while no chunk waits
+    azureml_max_nodes: int = 4
+    azureml_tier: str = "low_priority"  # or "dedicated"; a preempted chunk is retried on its own
+    azureml_idle_seconds: int = 300  # idle time before the cluster scales a node down
+    azureml_compute_identity: str = ""  # a user-assigned identity's resource id; empty: system-assigned
+    azureml_environment: str = "vidstyle-scoring"  # built from images/scoring by provision
+    azureml_experiment: str = "vidstyle"
+    azureml_job_identity: str = "managed"  # data access: "managed" (the cluster's) or "user" (submitter's)
+    azureml_input_mode: str = "download"  # or "ro_mount"
+    azureml_device: str = "cuda"  # fail loudly if a node has no GPU; "auto" allows CPU clusters
+    azureml_batch_size: int = 0
+    azureml_precision: str = "auto"  # fp16 on a GPU
+    azureml_compile: bool = False
+    azureml_job_timeout_minutes: int = 60  # a job running longer is stopped by Azure ML
+    azureml_queue_timeout_minutes: int = 120  # the longest a job may wait for a node (time queued only)
+    azureml_not_responding_minutes: int = 10  # how long a job may say NotResponding before it is given up
+    azureml_pool_slots: int = 0  # chunks with a job on Azure ML at once; 0: twice azureml_max_nodes
+    azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (README: chunk size)
+    # Price per node-hour by VM size, for the manifest's cost estimate, as JSON: what you pay
+    # (low priority or dedicated, your region and discounts), e.g. {"Standard_NC4as_T4_v3": 0.15}.
+    azureml_prices: str = ""
+    azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
+    azureml_max_poll_seconds: float = 120.0
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return tuple(s.strip().lower() for s in self.video_suffixes.split(",") if s.strip())
+
+
+def load_settings() -> Settings:
+    """The installation's settings from Airflow's config (airflow.cfg or the environment)."""
+    from airflow.configuration import conf
+
+    values = {}
+    for f in fields(Settings):
+        if not conf.has_option(SECTION, f.name):
+            continue
+        if f.type == "int":
+            values[f.name] = conf.getint(SECTION, f.name)
+        elif f.type == "float":
+            values[f.name] = conf.getfloat(SECTION, f.name)
+        elif f.type == "bool":
+            values[f.name] = conf.getboolean(SECTION, f.name)
+        else:
+            values[f.name] = conf.get(SECTION, f.name)
+    return Settings(**values)
+
+
+def pool_slots(settings: Settings) -> int:
+    """How many chunks score at once: the scoring pool's slots, counting deferred tasks (on Azure
+    ML, chunks with a job in flight: a node's worth running and one waiting for each node)."""
+    if settings.scoring_pool_slots:
+        return settings.scoring_pool_slots
+    if settings.backend == "azureml":
+        return settings.azureml_pool_slots or 2 * settings.azureml_max_nodes
+    return 1  # one chunk at a time on the machine that scores it

@@ -1,0 +1,245 @@
+"""The Azure ML backend under Airflow's own processes: a scheduler, a DAG processor, an API
+server, a Celery worker and a real triggerer (``vidstyle cluster``), with the Azure ML job service
+stood in for by a process of its own (tests/azureml_standin) whose jobs run the real scorer.
+Every Airflow process builds its Azure ML client as the stand-in's (its sitecustomize hook).
+
+One video of six chunks goes through on ``backend=azureml``, with the pool that provisioning
+sizes (counting deferred chunks) bounding the jobs in flight. On the way:
+- the triggerer is stopped and started again while one chunk's job runs and another's is
+  queued: nothing is resubmitted, both finish;
+- one job fails as a preempted low-priority node does: only its chunk retries, with a new job;
+- one deferred chunk is marked failed through the REST API: its job is cancelled; cleared
+  again, the chunk gets a new job and the video completes;
+and the manifest counts every job the video paid for. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.test_cluster import CLUSTER, cluster, sql, wait_for
+from tests.support import ROOT, make_video
+from vidstyle.hooks.blob_store import BlobStore
+from vidstyle.pipeline.environment import environment_version
+from vidstyle.pipeline.layout import Layout
+from vidstyle.pipeline.settings import Settings
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
+
+FRAMES, CHUNK = 60, 10  # six chunks
+NODES = 1  # the GPU cluster's nodes; provisioning sizes the pool from it: two chunks in flight
+WORKSPACE = {"subscriptionId": "00000000-0000-0000-0000-000000000000", "resource_group_name": "rg",
+             "workspace_name": "standin"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A fresh cluster on backend=azureml and the stand-in service, both stopped whatever happens."""
+    tag = uuid.uuid4().hex[:8]
+    container, port = f"azureml-{tag}", free_port()
+    standin = f"http://127.0.0.1:{port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
+        "VIDSTYLE_CLUSTER_DB": f"airflow_azureml_{tag}", "VIDSTYLE_CLUSTER_CONTAINER": container,
+        "VIDSTYLE_WORKER_CONCURRENCY": "4",  # more than the pool: the pool must be what bounds the jobs
+        "PYTHONPATH": f"{ROOT / 'tests' / 'azureml_standin'}:{ROOT}",  # its sitecustomize, and tests.azureml_standin
+        "VIDSTYLE_AZUREML_STANDIN": standin,
+        "AIRFLOW_CONN_AZUREML_DEFAULT": json.dumps({"conn_type": "azure", "extra": WORKSPACE}),
+        "AIRFLOW__VIDSTYLE__BACKEND": "azureml", "AIRFLOW__VIDSTYLE__AZUREML_CHUNK_FRAMES": str(CHUNK),
+        "AIRFLOW__VIDSTYLE__AZUREML_MAX_NODES": str(NODES), "AIRFLOW__VIDSTYLE__AZUREML_DEVICE": "cpu",
+        "AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS": "1", "AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS": "2",
+        "AIRFLOW__VIDSTYLE__AZUREML_PRICES": '{"Standard_NC4as_T4_v3": 0.36}',
+        "AIRFLOW__VIDSTYLE__SENSOR_POKE_SECONDS": "5", "AIRFLOW__VIDSTYLE__CLAIM_POKE_SECONDS": "5",
+        "AIRFLOW__VIDSTYLE__DEFAULT_STYLE": f"wasb://{container}/models/standin.pth",
+    }
+    cluster("reset", env=base)
+    cluster_env = dict(line.split("=", 1) for line in cluster("env", env=base).split("\0") if "=" in line)
+    logs = ROOT / ".cache" / "cluster" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = (logs / "standin-azureml.log").open("ab")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "tests.azureml_standin.service", "--port", str(port), "--nodes", str(NODES),
+         "--datastore", f"vidstyle=wasb_default:{container}"],
+        env=cluster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("the stand-in service", lambda: _up(standin), 60, every=0.5)
+        yield cluster_env | {"STANDIN": standin, "CONTAINER": container}
+    finally:
+        service.kill()
+        subprocess.run([*_cluster(), "stop"], env=base, capture_output=True, timeout=300)
+        subprocess.run([*_cluster(), "drop"], env=base, capture_output=True, timeout=300)
+
+
+def _cluster() -> list[str]:
+    return CLUSTER
+
+
+def _up(url: str) -> bool:
+    try:
+        call(f"{url}/state")
+        return True
+    except OSError:
+        return False
+
+
+def jobs_of(env: dict) -> dict[str, dict]:
+    return call(f"{env['STANDIN']}/state")["jobs"]
+
+
+def chunk_jobs(env: dict, chunk: int) -> list[dict]:
+    """The chunk's jobs in the order they were submitted."""
+    return sorted((j for j in jobs_of(env).values() if j["tags"]["chunk"] == str(chunk)), key=lambda j: j["created"])
+
+
+def ti(env: dict, run_id: str, index: int) -> tuple[str, int]:
+    rows = sql(env, "select state, try_number from task_instance where dag_id = 'video_stylize' and "
+                    "task_id = 'stylize_chunk' and run_id = %s and map_index = %s", run_id, index)
+    return rows[0] if rows else (None, 0)
+
+
+def api(env: dict, method: str, path: str, body: dict) -> dict:
+    port = env.get("VIDSTYLE_CLUSTER_API_PORT", "8090")
+    return call(f"http://127.0.0.1:{port}/api/v2/dags/video_stylize/{path}", method, body)
+
+
+def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a_chunk_marked_failed(env, tmp_path):
+    store = BlobStore("wasb_default", env["CONTAINER"])
+    store.ensure_container()
+    version = environment_version()  # what provisioning registers now; the run pins it
+    upload_model(store, tmp_path)
+    # What each chunk's job does (first matching rule): chunks 0 and 1 run until released (the
+    # one sent second waits for the one node meanwhile), chunk 2's first job is preempted, chunk 3's first job
+    # runs until cancelled (and takes 3 s to stop, as Azure ML does); the rest simply run.
+    rules = [{"tags": {"chunk": "0"}, "behaviour": "hang"}, {"tags": {"chunk": "1"}, "behaviour": "hang"},
+             {"tags": {"chunk": "2"}, "attempt": 1, "behaviour": "fail",
+              "error": "Execution failed: the low-priority node was preempted"},
+             {"tags": {"chunk": "3"}, "attempt": 1, "behaviour": "hang", "cancel_seconds": 3}]
+    for rule in rules:
+        call(f"{env['STANDIN']}/rules", "POST", rule)
+
+    cluster("start", "1", env=env, timeout=900)
+    provisioned = subprocess.run([sys.executable, "-m", "vidstyle.cli.main", "provision", "--only", "pool"], env=env,
+                                 capture_output=True, text=True, timeout=300)
+    assert provisioned.returncode == 0 and "2 slots, counting deferred tasks" in provisioned.stdout, provisioned
+
+    blob = "incoming/azureml/clip.mp4"
+    store.upload(make_video(tmp_path / "clip.mp4", seconds=FRAMES * 1001 / 30000, size="96x64"), blob)
+    run_id = wait_for("the video's run", lambda: (sql(env, "select run_id from dag_run where dag_id = "
+                                                            "'video_stylize'") or [[None]])[0][0], 600)
+    restart_the_triggerer_midway(env, run_id)
+    mark_chunk_3_failed_then_clear_it(env, run_id)
+
+    # Chunk 2's preempted job was replaced once, by its retry; chunk 3's cancelled one by the clear.
+    two, three = chunk_jobs(env, 2), chunk_jobs(env, 3)
+    assert [j["status"] for j in two] == ["Failed", "Completed"] and ti(env, run_id, 2)[1] == 2
+    assert [j["status"] for j in three] == ["Canceled", "Completed"]
+    state = call(f"{env['STANDIN']}/state")
+    assert len(state["jobs"]) == 8 and all(len(chunk_jobs(env, i)) == 1 for i in (0, 1, 4, 5))
+    assert state["cancelled"] == [three[0]["name"]]  # nothing else was cancelled
+    # Never more jobs in flight than the pool's slots (checked up to the mark-failed: a chunk
+    # marked failed frees its slot a moment before the triggerer cancels its job, so one more
+    # job may be submitted in that moment), every one on the version pinned for the run.
+    assert state["max_in_flight"] <= 3
+    assert {j["environment"] for j in state["jobs"].values()} == {f"vidstyle-scoring:{version}"}
+    check_the_result_and_its_cost(env, store, blob, run_id, state["jobs"])
+
+
+def upload_model(store: BlobStore, tmp_path: Path) -> None:
+    """A small stand-in TransformerNet in storage, where every job reads it through the datastore."""
+    import torch
+
+    from scoring.transformer_net import TransformerNet
+
+    torch.manual_seed(0)
+    torch.save(TransformerNet(width=4, blocks=1).state_dict(), tmp_path / "standin.pth")
+    store.upload(tmp_path / "standin.pth", "models/standin.pth")
+
+
+def restart_the_triggerer_midway(env: dict, run_id: str) -> None:
+    """Stop and start the triggerer while one of chunks 0 and 1 runs and the other waits for the
+    node (which runs first is the scheduler's choice): both finish, neither is submitted again
+    nor its task retried."""
+    def running_and_queued():
+        jobs = [chunk_jobs(env, i) for i in (0, 1)]
+        return (all(jobs) and sorted(j[0]["status"] for j in jobs) == ["Queued", "Running"]
+                and ti(env, run_id, 0)[0] == ti(env, run_id, 1)[0] == "deferred")
+    wait_for("one of chunks 0 and 1 running, the other queued, both deferred", running_and_queued, 600, every=0.5)
+    cluster("stop", "triggerer", env=env)
+    time.sleep(3)
+    cluster("run", "triggerer", env=env)
+    for index in (0, 1):  # the queued one runs through once it gets the node
+        call(f"{env['STANDIN']}/jobs/{chunk_jobs(env, index)[0]['name']}/release", "POST", {})
+    for index in (0, 1):
+        wait_for(f"chunk {index} after the restart", lambda i=index: ti(env, run_id, i)[0] == "success", 300)
+        assert len(chunk_jobs(env, index)) == 1 and ti(env, run_id, index)[1] == 1
+
+
+def mark_chunk_3_failed_then_clear_it(env: dict, run_id: str) -> None:
+    """A user marks chunk 3, deferred on its running job, failed: the job is cancelled and the
+    run, once the other chunks are done, fails. Cleared, chunk 3 gets a new job; the run succeeds."""
+    def chunk_3_running():
+        job = chunk_jobs(env, 3)
+        return job and job[0]["status"] == "Running" and ti(env, run_id, 3)[0] == "deferred" and job[0]["reads"]
+    reads = wait_for("chunk 3 running", chunk_3_running, 600, every=0.5)
+    # Only once the triggerer watches the job: a task marked failed before its trigger starts is
+    # never handed to on_kill by Airflow (the README's known limits; clearing it reattaches).
+    wait_for("the triggerer to watch chunk 3's job", lambda: chunk_jobs(env, 3)[0]["reads"] > reads, 60, every=0.5)
+    assert call(f"{env['STANDIN']}/state")["max_in_flight"] <= 2  # the pool bounds the jobs in flight
+    api(env, "PATCH", f"dagRuns/{run_id}/taskInstances/stylize_chunk/3", {"new_state": "failed"})
+    try:
+        cancelled = wait_for("chunk 3's job cancelled", lambda: call(f"{env['STANDIN']}/state")["cancelled"], 120)
+    except AssertionError as e:  # say what Airflow made of it
+        rows = sql(env, "select map_index, state, trigger_id from task_instance where run_id = %s "
+                        "and task_id = 'stylize_chunk' order by map_index", run_id)
+        triggers = sql(env, "select id, triggerer_id, classpath from trigger")
+        raise AssertionError(f"{e}; chunks {rows}; triggers {triggers}") from None
+    assert cancelled == [chunk_jobs(env, 3)[0]["name"]]
+    wait_for("the job to stop", lambda: chunk_jobs(env, 3)[0]["status"] == "Canceled", 60, every=0.5)
+
+    def run_state():
+        return sql(env, "select state from dag_run where run_id = %s", run_id)[0][0]
+    assert wait_for("the run to end", lambda: run_state() in ("failed", "success") and run_state(), 900,
+                    every=3) == "failed"
+    api(env, "POST", "clearTaskInstances", {"dry_run": False, "dag_run_id": run_id, "only_failed": False,
+                                            "task_ids": [["stylize_chunk", 3]], "include_downstream": True})
+    wait_for("the cleared run to succeed", lambda: run_state() == "success", 900, every=3)
+
+
+def check_the_result_and_its_cost(env: dict, store: BlobStore, blob: str, run_id: str, jobs: dict) -> None:
+    """Every frame out, and what the video cost, the preempted and cancelled jobs included."""
+    layout = Layout(Settings(container=env["CONTAINER"], default_style=env["AIRFLOW__VIDSTYLE__DEFAULT_STYLE"]))
+    manifest = store.read_json(layout.outputs(blob, layout.default_output())["manifest"])
+    assert manifest["frames"] == FRAMES and len(manifest["chunks"]) == FRAMES // CHUNK
+    cost = manifest["azureml"]
+    assert (cost["jobs"], cost["retried_jobs"], cost["vm_size"]) == (8, 2, "Standard_NC4as_T4_v3")
+    assert {c["azureml"]["job"] for c in manifest["chunks"]} == {
+        j["name"] for j in jobs.values() if j["status"] == "Completed"}
+    node = sum(j["ended"] - j["started"] for j in jobs.values() if j["started"])
+    assert cost["node_seconds"] == pytest.approx(node, abs=0.1)
+    assert cost["cost"] == pytest.approx(node / 3600 * 0.36, rel=1e-2)
+    logs = Path(env["AIRFLOW_HOME"]) / "logs"
+    publish_log = "".join(p.read_text() for p in logs.rglob("*.log") if "task_id=publish" in str(p)
+                          and run_id in str(p))
+    assert "Azure ML: 8 jobs (2 of them retries)" in publish_log and "estimated cost" in publish_log
