@@ -13,10 +13,11 @@ from airflow.sdk.exceptions import AirflowSkipException
 from vidstyle.airflow.form import stylize_params
 from vidstyle.airflow.operators import StylizeChunkOperator
 from vidstyle.airflow.priority import ARRIVAL_ORDER
+from vidstyle.airflow.tasks import cancel_leftover_jobs as leftover_jobs
 from vidstyle.airflow.tasks import failing_well, on_task_failure, run_is_live, video_run
 from vidstyle.pipeline import steps
 from vidstyle.pipeline.run import VideoRun
-from vidstyle.pipeline.settings import load_settings
+from vidstyle.pipeline.settings import load_settings, scoring_queue
 
 settings = load_settings()
 
@@ -85,6 +86,11 @@ def video_stylize():
             manifest = steps.publish(run, split_summary, audio, stitched)
         return {"output": manifest["outputs"]["video"], "frames": manifest["frames"]}
 
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def cancel_leftover_jobs() -> list[str]:
+        """Once every chunk has ended: remote jobs a failed chunk left running are cancelled."""
+        return leftover_jobs(get_current_context())
+
     @task
     def cleanup(video: dict) -> int:
         run = _run(video)
@@ -99,6 +105,7 @@ def video_stylize():
     scored = StylizeChunkOperator.partial(
         task_id="stylize_chunk",
         pool=settings.scoring_pool,
+        queue=scoring_queue(settings),
         retries=3,
         retry_delay=timedelta(seconds=30),
         retry_exponential_backoff=True,
@@ -106,6 +113,7 @@ def video_stylize():
     ).expand(work=chunks)
     stitched = stitch(video)
     [scored, audio] >> stitched
+    scored >> cancel_leftover_jobs()
     publish(video, summary, stitched) >> cleanup(video)
 
 

@@ -36,7 +36,7 @@ fi
 
 # The one install command, from the one lock (the images run the same, with their extras).
 mkdir -p .cache
-if ! UV_PYTHON_DOWNLOADS=never "$uv" sync --frozen --extra dev --python python3 >.cache/uv-sync.log 2>&1; then
+if ! UV_PYTHON_DOWNLOADS=never "$uv" sync --locked --extra dev --python python3 >.cache/uv-sync.log 2>&1; then
   tail -30 .cache/uv-sync.log >&2
   say "uv sync failed; full log in .cache/uv-sync.log"
   exit 1

@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/bootstrap.sh
+# Debian's docker-compose validates docker-compose.yaml offline (tests/deploy/test_compose.py).
+if ! command -v docker-compose >/dev/null; then
+  echo "[test] installing docker-compose (Debian package)"
+  if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq docker-compose >/dev/null
+fi
 rm -rf .cache/airflow-test  # the tests' Airflow gets a fresh database every run
 .venv/bin/vidstyle azurite start
 .venv/bin/ruff check .

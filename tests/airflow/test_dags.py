@@ -78,6 +78,15 @@ def test_processing_dag_reads_like_the_pipeline():
     assert dag.get_task("claim_output").mode == "reschedule"  # a run waiting its turn holds no worker slot
 
 
+def test_chunk_tasks_go_to_the_scoring_queue_when_one_is_set(monkeypatch):
+    """The Helm values' GPU worker set takes the chunks by their Celery queue; others stay on the
+    default queue."""
+    assert load_dag("video_stylize").get_task("stylize_chunk").queue == "default"
+    monkeypatch.setenv("AIRFLOW__VIDSTYLE__SCORING_QUEUE", "gpu")
+    dag = load_dag("video_stylize")
+    assert dag.get_task("stylize_chunk").queue == "gpu" and dag.get_task("split").queue == "default"
+
+
 def test_watcher_begins_with_a_deferrable_wasb_sensor():
     from airflow.providers.microsoft.azure.sensors.wasb import WasbPrefixSensor
 

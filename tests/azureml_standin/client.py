@@ -4,7 +4,9 @@
 would send to the REST API; ``get`` and ``begin_cancel`` answer as the service's statuses
 say, raising azure-core's own errors (ResourceNotFoundError, HttpResponseError) as the real
 client does; ``_runs_operations.get_run_details`` gives the run history's error and times.
-``compute``, ``environments`` and ``datastores`` keep what provisioning sends, in memory.
+``compute``, ``environments`` and ``datastores`` keep what provisioning sends, in memory for this
+client, and register it with the service, where every other process's client finds it (a compute
+with its provisioning state and errors, which a test may set there).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def _call(url: str, method: str = "GET", body: Any = None) -> Any:
         if exc.code == 409:
             raise ResourceExistsError(message) from None
         raise HttpResponseError(message) from None
+
+
+UNUSED = "http://unused"  # a client that only provisions, with no service behind it
 
 
 def _time(t: float | None) -> datetime | None:
@@ -89,7 +94,7 @@ class StandinJobs:
 
     def _run_details(self, name: str) -> Any:
         view = _call(f"{self.url}/jobs/{name}")
-        error = {"error": {"code": "UserError", "message": view["error"]}} if view["error"] else None
+        error = {"error": {"code": view["error_code"], "message": view["error"]}} if view["error"] else None
         return SimpleNamespace(
             status=view["status"], error=SimpleNamespace(as_dict=lambda: error) if error else None,
             created_time_utc=_time(view["created"]), start_time_utc=_time(view["started"]),
@@ -107,19 +112,25 @@ class StandinJobs:
 
 
 class Assets:
-    """compute / environments / datastores: get and create_or_update, in memory."""
+    """compute / environments / datastores: get and create_or_update; what this client created
+    (the entities themselves), else what the service has registered (a summary of them)."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind, self.items, self.writes = kind, {}, []
+    def __init__(self, kind: str, url: str | None = None) -> None:
+        self.kind, self.url, self.items, self.writes = kind, url, {}, []
 
     def _key(self, name: str, version: str | None = None) -> str:
         return f"{name}:{version}" if version else name
 
     def get(self, name: str, version: str | None = None) -> Any:
         key = self._key(name, version)
-        if key not in self.items:
-            raise ResourceNotFoundError(f"{self.kind} {key} not found")
-        return self.items[key]
+        if key in self.items:
+            return self.items[key]
+        if self.url:
+            try:
+                return SimpleNamespace(**_call(f"{self.url}/assets/{self.kind}/{key}"))
+            except ResourceNotFoundError:
+                pass
+        raise ResourceNotFoundError(f"{self.kind} {key} not found")
 
     def create_or_update(self, entity: Any) -> Any:
         # A compute comes back as the service describes it (tier, identity and idle time mapped both ways).
@@ -127,6 +138,9 @@ class Assets:
         version = getattr(entity, "version", None) if self.kind == "environments" else None
         self.items[self._key(entity.name, version)] = stored
         self.writes.append(entity)
+        if self.url:
+            key = self._key(entity.name, version)
+            _call(f"{self.url}/assets/{self.kind}/{key}", "POST", summary(self.kind, stored))
         return stored
 
     def begin_create_or_update(self, entity: Any) -> Any:
@@ -134,12 +148,23 @@ class Assets:
         return SimpleNamespace(result=lambda timeout=None: stored)
 
 
+def summary(kind: str, entity: Any) -> dict:
+    """What another process's client sees of an asset."""
+    if kind == "compute":
+        return {"name": entity.name, "size": entity.size, "provisioning_state": "Succeeded", "provisioning_errors": []}
+    if kind == "environments":
+        return {"name": entity.name, "version": entity.version}
+    return {"name": entity.name, "account_name": getattr(entity, "account_name", None),
+            "container_name": getattr(entity, "container_name", None)}
+
+
 class StandinMLClient:
     def __init__(self, url: str) -> None:
+        url = url.rstrip("/")
         self.jobs = StandinJobs(url)
-        self.compute = Assets("compute")
-        self.environments = Assets("environments")
-        self.datastores = Assets("datastores")
+        self.compute = Assets("compute", None if url == UNUSED else url)
+        self.environments = Assets("environments", None if url == UNUSED else url)
+        self.datastores = Assets("datastores", None if url == UNUSED else url)
 
     # steering the stand-in (tests only)
     def add_rule(self, **rule: Any) -> None:

@@ -1,18 +1,24 @@
 """A stand-in for Azure Machine Learning's job service, offline: an HTTP service of its own.
 
 It takes jobs as azure-ai-ml serializes them for the REST API (``job._to_rest_object()``),
-walks each through the service's statuses (NotStarted, Queued, Preparing, Running,
-Finalizing, then Completed, Failed or Canceled; NotResponding, Paused and CancelRequested on
-the way when asked), and by default really runs it: the datastore inputs are downloaded from
+walks each through the service's statuses in the service's order (NotStarted, Preparing: the
+image build, Queued: waiting for a node, Running, Finalizing, then Completed, Failed or
+Canceled; NotResponding, Paused, a requeue and CancelRequested on the way when asked), and by
+default really runs it: the datastore inputs are downloaded from
 Azurite, the job's own command line is run (split as a shell would, without one) with the
 placeholders filled in, and the outputs are uploaded, as Azure ML does in download/upload
 mode. ``nodes`` jobs run at once; the rest wait Queued, as on a cluster at its node limit.
-Each job keeps when it was created, started on a node and ended, as Azure ML's run history does.
+Each job keeps when it was created, started on a node (Running) and ended, and its error with
+the service's category (UserError, SystemError), as Azure ML's run history does. It also keeps
+the workspace's assets (environments, compute, datastores) that clients of other processes
+registered, with a compute's provisioning state and errors.
 
 Tests steer it with rules (``POST /rules``): a rule matches a job by its tags and attempt
 number and says what the job does instead of running ("fail" as a preempted node would,
-"hang" until released, "not_responding" for a while, "exit2" like the scorer refusing its
-input) or how slowly it is cancelled. It runs inside the test process (a thread) or as a
+"build_fails" in Preparing, "succeed" at once without running, "hang" until released,
+"not_responding" or "pause" for a while, "requeue" once after it ran, "exit2" like the scorer
+refusing its input), how long it prepares
+and queues, or how slowly it is cancelled. It runs inside the test process (a thread) or as a
 process of its own (``python -m tests.azureml_standin.service --port N``) that every Airflow
 process, the triggerer included, talks to: the jobs outlive the Airflow processes.
 """
@@ -43,7 +49,7 @@ class Job:
         self.on_end = lambda: None
         self.props = body["properties"]
         self.status, self.transitions = "NotStarted", ["NotStarted"]
-        self.error, self.reads = "", 0
+        self.error, self.error_code, self.reads = "", None, 0
         self.created = time.time()
         self.started: float | None = None
         self.ended: float | None = None
@@ -65,7 +71,7 @@ class Job:
             return
         self.status = status
         self.transitions.append(status)
-        if status in ("Preparing", "Running") and self.started is None:
+        if status == "Running" and self.started is None:  # the run history's start: on a node
             self.started = time.time()
         if status in ENDED:
             self.ended = time.time()
@@ -73,7 +79,8 @@ class Job:
 
     def view(self) -> dict:
         return {"name": self.name, "status": self.status, "tags": self.tags, "transitions": self.transitions,
-                "error": self.error, "reads": self.reads, "created": self.created, "started": self.started,
+                "error": self.error, "error_code": self.error_code, "reads": self.reads, "created": self.created,
+                "started": self.started,
                 "ended": self.ended,
                 "compute": self.props.get("computeId"), "environment": self.props.get("environmentId"),
                 "command": self.props.get("command"), "inputs": self.props.get("inputs"),
@@ -83,9 +90,13 @@ class Job:
 class JobService:
     """The jobs, their lifecycles and the rules that steer them."""
 
-    def __init__(self, datastores: dict[str, tuple[str, str]], nodes: int = 4, step: float = 0.05) -> None:
+    def __init__(self, datastores: dict[str, tuple[str, str]], nodes: int = 4, step: float = 0.05,
+                 python: str = sys.executable, app_dir: Path = ROOT) -> None:
         self.datastores = datastores  # datastore name -> (wasb connection id, container)
         self.nodes, self.step = nodes, step
+        # What a node runs the job's command with: the scoring image's Python and its PYTHONPATH
+        # (by default this checkout's; the installed-package test gives the image's replica).
+        self.python, self.app_dir = python, app_dir
         self.jobs: dict[str, Job] = {}
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
@@ -96,6 +107,8 @@ class JobService:
         # pipeline has in flight (a cancelled job's node is freed by the service, not by it).
         self.in_flight = self.max_in_flight = 0
         self.counted: set[str] = set()
+        self.assets: dict[str, dict] = {}  # "kind/key" -> what a client registered (and tests set)
+        self.threads: list[threading.Thread] = []
 
     def _settled(self, job: Job) -> None:
         with self.lock:
@@ -116,7 +129,9 @@ class JobService:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             job.rule = next((r for r in self.rules if _matches(r, job)), {})
-        threading.Thread(target=self._lifecycle, args=(job,), daemon=True).start()
+        thread = threading.Thread(target=self._lifecycle, args=(job,), daemon=True)
+        self.threads.append(thread)
+        thread.start()
         return job.view()
 
     def get(self, name: str) -> dict | None:
@@ -144,6 +159,15 @@ class JobService:
     def release(self, name: str) -> None:
         self.jobs[name].released.set()
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every job still going and wait for its lifecycle: nothing writes after the test."""
+        for job in list(self.jobs.values()):
+            job.cancel.set()
+            if job.proc and job.proc.poll() is None:
+                job.proc.terminate()
+        for thread in self.threads:
+            thread.join(timeout)
+
     def add_rule(self, rule: dict) -> None:
         self.rules.append(rule)
 
@@ -156,28 +180,52 @@ class JobService:
         """Sleep, unless cancelled: False when the job was cancelled meanwhile."""
         return not job.cancel.wait(seconds)
 
+    def _fail(self, job: Job, error: str, code: str) -> None:
+        job.error, job.error_code = error, code
+        job.set("Failed")
+
     def _lifecycle(self, job: Job) -> None:
-        rule = job.rule
-        job.set("Queued")
-        if not self._wait(job, float(rule.get("queue_seconds", self.step))):
+        rule, behaviour = job.rule, job.rule.get("behaviour", "run")
+        job.set("Preparing")  # the image build and environment set-up, before any node
+        if not self._wait(job, float(rule.get("prepare_seconds", self.step))):
             return
-        while not self.node_free.acquire(timeout=0.05):  # no node free: stays Queued
-            if job.cancel.is_set():
+        if behaviour == "build_fails":
+            return self._fail(job, rule.get("error", "Image build failed: the Dockerfile's RUN step returned 1"),
+                              rule.get("code", "UserError"))
+        for visit in range(2 if behaviour == "requeue" else 1):
+            job.set("Queued")
+            if behaviour == "pause" and not visit:
+                job.set("Paused")
+                if not self._wait(job, float(rule.get("for_seconds", 3600))):
+                    return
+                job.set("Queued")
+            wait = rule.get("requeue_seconds" if visit else "queue_seconds", self.step)
+            if not self._wait(job, float(wait)):
                 return
-        try:
-            self._on_node(job, rule)
-        finally:
-            self.node_free.release()
+            while not self.node_free.acquire(timeout=0.05):  # no node free: stays Queued
+                if job.cancel.is_set():
+                    return
+            try:
+                if behaviour == "requeue" and not visit:  # the node lost; the service puts it back in the queue
+                    job.set("Running")
+                    if not self._wait(job, float(rule.get("for_seconds", self.step))):
+                        return
+                    continue
+                self._on_node(job, rule)
+            finally:
+                self.node_free.release()
 
     def _on_node(self, job: Job, rule: dict) -> None:
-        for status in ("Preparing", "Running"):
-            job.set(status)
-            if not self._wait(job, self.step):
-                return
+        job.set("Running")
+        if not self._wait(job, self.step):
+            return
         behaviour = rule.get("behaviour", "run")
         if behaviour == "fail":
-            job.error = rule.get("error", "Execution failed: the node was preempted (low priority)")
-            job.set("Failed")
+            return self._fail(job, rule.get("error", "Execution failed: the node was preempted (low priority)"),
+                              rule.get("code", "SystemError"))
+        if behaviour == "succeed":  # ends well at once, running nothing (for tests of the states alone)
+            job.set("Finalizing")
+            job.set("Completed")
             return
         if behaviour == "not_responding":
             job.set("NotResponding")
@@ -219,21 +267,21 @@ class JobService:
                 refuse = f"import sys; print('error: bad input', file=sys.stderr); sys.exit({exit_code})"
                 argv = ["python", "-c", refuse]
             with self.lock:
-                if job.status != "Running":
+                if job.status != "Running" or job.cancel.is_set():
                     return
                 # As in the scoring image: the scorer on PYTHONPATH, the job in a directory of its own.
                 job.proc = subprocess.Popen(
-                    [sys.executable, *argv[1:]], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                    env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(props.get("environmentVariables") or {})})
+                    [self.python, *argv[1:]], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    env={"PYTHONPATH": str(self.app_dir), "PATH": "/usr/bin:/bin",
+                         **(props.get("environmentVariables") or {})})
             out, _ = job.proc.communicate()
             if job.cancel.is_set():
                 return  # stopped by a cancel: Canceled, not Failed
             if job.proc.returncode != 0:
                 # Azure ML's words for a non-zero exit (UserError, "exited with status code N").
-                job.error = (f"Execution failed. User process 'python' exited with status code "
-                             f"{job.proc.returncode}. Please check log file 'user_logs/std_log.txt'. {out[-300:]}")
-                job.set("Failed")
-                return
+                return self._fail(job, f"Execution failed. User process 'python' exited with status code "
+                                       f"{job.proc.returncode}. Please check log file 'user_logs/std_log.txt'. "
+                                       f"{out[-300:]}", "UserError")
             for name, item in (props.get("outputs") or {}).items():
                 store, path = self._store(item["uri"])
                 for file in sorted(Path(tmp, "outputs", name).rglob("*")):
@@ -269,6 +317,9 @@ class Handler(BaseHTTPRequestHandler):
         parts = self.path.strip("/").split("/")
         if parts == ["state"]:
             return self._reply(200, self.service.state())
+        if len(parts) == 3 and parts[0] == "assets":
+            asset = self.service.assets.get(f"{parts[1]}/{parts[2]}")
+            return self._reply(200, asset) if asset else self._reply(404, {"error": f"{parts[1]} {parts[2]} not found"})
         if len(parts) == 2 and parts[0] == "jobs":
             job = self.service.get(parts[1])
             return self._reply(200, job) if job else self._reply(404, {"error": f"job {parts[1]} not found"})
@@ -281,6 +332,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(201, self.service.create(self._body()))
             if parts == ["rules"]:
                 self.service.add_rule(self._body())
+                return self._reply(200, {})
+            if len(parts) == 3 and parts[0] == "assets":
+                self.service.assets[f"{parts[1]}/{parts[2]}"] = self._body()
                 return self._reply(200, {})
             if len(parts) == 3 and parts[0] == "jobs" and parts[2] in ("cancel", "release"):
                 if parts[1] not in self.service.jobs:

@@ -3,13 +3,14 @@
 On PYTHONPATH with VIDSTYLE_AZUREML_STANDIN set to the stand-in's URL, Python imports this at
 start-up (the ``site`` module does), so the scheduler, the triggerer, the workers and every
 task process they start build their Azure ML client as the stand-in's. It waits for the hook's
-module to be imported (no Airflow or Azure import here), then replaces its ``get_conn``.
+module to be imported (no Airflow or Azure import here), then replaces its ``_connect``.
 """
 
 import importlib.abc
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 URL = os.environ.get("VIDSTYLE_AZUREML_STANDIN")
 TARGET = "vidstyle.hooks.azureml"
@@ -31,9 +32,13 @@ class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        from tests.azureml_standin.client import StandinMLClient
-
-        module.AzureMLHook.get_conn = lambda hook: StandinMLClient(URL)
+        # The client next to this file, by its path: it needs no checkout on sys.path (the
+        # installed-package test copies the two files alone).
+        spec = importlib.util.spec_from_file_location("standin_client", Path(__file__).with_name("client.py"))
+        client = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = client
+        spec.loader.exec_module(client)
+        module.AzureMLHook._connect = lambda hook: (client.StandinMLClient(URL), None)
 
 
 if URL:

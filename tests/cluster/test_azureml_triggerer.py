@@ -140,9 +140,13 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
         call(f"{env['STANDIN']}/rules", "POST", rule)
 
     cluster("start", "1", env=env, timeout=900)
-    provisioned = subprocess.run([sys.executable, "-m", "vidstyle.cli.main", "provision", "--only", "pool"], env=env,
-                                 capture_output=True, text=True, timeout=300)
-    assert provisioned.returncode == 0 and "2 slots, counting deferred tasks" in provisioned.stdout, provisioned
+    # As an operator does: provision the workspace (the environment's version recorded for the
+    # workers), then the pool where Airflow runs.
+    for command in (["provision"], ["pool"]):
+        done = subprocess.run([sys.executable, "-m", "vidstyle.cli.main", *command], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done
+    assert "2 slots, counting deferred tasks" in done.stdout, done.stdout
 
     blob = "incoming/azureml/clip.mp4"
     store.upload(make_video(tmp_path / "clip.mp4", seconds=FRAMES * 1001 / 30000, size="96x64"), blob)
@@ -163,6 +167,7 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
     # job may be submitted in that moment), every one on the version pinned for the run.
     assert state["max_in_flight"] <= 3
     assert {j["environment"] for j in state["jobs"].values()} == {f"vidstyle-scoring:{version}"}
+    assert {j["status"] for j in state["jobs"].values()} <= {"Completed", "Failed", "Canceled"}  # none left running
     check_the_result_and_its_cost(env, store, blob, run_id, state["jobs"])
 
 

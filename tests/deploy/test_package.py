@@ -1,19 +1,22 @@
 """The project as a package: the wheel builds with everything the code reads at run time, and
-installed from the lock into a new virtual environment, by the images' own install command,
-it runs outside any checkout with nothing on PYTHONPATH: the CLI, the plugin, the three DAGs."""
+installed as the images install it (their Dockerfiles' own steps from their build contexts,
+tests/deploy/images.py: the stand-in for a ``docker build`` that cannot run here), it runs
+outside any checkout with nothing on PYTHONPATH: the CLI, the plugin, the three DAGs, a video
+end to end, and the Azure ML backend's split and chunks, whose jobs run in the scoring image's
+environment."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.deploy.images import Build, replay
 from tests.support import ROOT, make_video
 
 pytestmark = pytest.mark.timeout(1200)
@@ -53,22 +56,33 @@ def test_requirements_txt_is_the_airflow_side_of_the_lock():
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict[str, str]:
-    """A new virtual environment with the package as the Airflow image installs it (the same
-    command, the same lock), and an environment for running it from an empty folder."""
-    base = tmp_path_factory.mktemp("installed")
-    venv = base / "venv"
+def airflow_image(tmp_path_factory) -> Build:
+    """The Airflow image's Python environment, made by its Dockerfile's own steps from its build context."""
+    return replay("airflow", tmp_path_factory.mktemp("image-airflow"), uv=uv())
+
+
+@pytest.fixture(scope="module")
+def scoring_image(tmp_path_factory) -> Build:
+    """The scoring image's, likewise: what an Azure ML job runs."""
+    return replay("scoring", tmp_path_factory.mktemp("image-scoring"), uv=uv())
+
+
+@pytest.fixture(scope="module")
+def installed(airflow_image, tmp_path_factory) -> dict[str, str]:
+    """The environment the Airflow image gives its processes (its venv first on PATH, its DAGs
+    folder, its Airflow home), to run from an empty folder with nothing on PYTHONPATH."""
+    home = tmp_path_factory.mktemp("installed")
+    image_env = airflow_image.env
+    airflow_home = airflow_image.path(image_env["AIRFLOW_HOME"])
+    airflow_home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV", "PYTHONPATH"))}
-    done = subprocess.run([uv(), "sync", "--frozen", "--no-editable", "--no-dev", "--extra", "airflow",
-                           "--extra", "scorer", "--python", sys.executable],
-                          cwd=ROOT, env=env | {"UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    home = base / "home"
-    home.mkdir()
-    return env | {"PATH": f"{venv / 'bin'}:{env['PATH']}", "VIDSTYLE_HOME": str(home), "VIDSTYLE_DB": "sqlite",
-                  "AIRFLOW__VIDSTYLE__CONTAINER": f"installed-{uuid.uuid4().hex[:12]}",  # its own storage
-                  "AIRFLOW__VIDSTYLE__SENSOR_POKE_SECONDS": "2", "VENV": str(venv), "HOME_DIR": str(home)}
+    venv = airflow_image.path("/opt/vidstyle")
+    return env | {k: v for k, v in image_env.items() if k not in ("PATH", "AIRFLOW_HOME")} | {
+        "PATH": f"{venv / 'bin'}:{env['PATH']}", "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(airflow_image.path(image_env["AIRFLOW__CORE__DAGS_FOLDER"])),
+        "VIDSTYLE_HOME": str(home), "VIDSTYLE_DB": "sqlite",
+        "AIRFLOW__VIDSTYLE__CONTAINER": f"installed-{uuid.uuid4().hex[:12]}",  # its own storage
+        "AIRFLOW__VIDSTYLE__SENSOR_POKE_SECONDS": "2", "VENV": str(venv), "HOME_DIR": str(home)}
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -111,3 +125,86 @@ def test_the_installed_package_runs_a_video_end_to_end(installed, tmp_path):
     for dag_id in ("video_arrivals", "video_backlog"):
         tested = run(installed, "airflow", "dags", "test", dag_id, timeout=300)
         assert tested.returncode == 0 and "state=success" in tested.stdout + tested.stderr, tested.stdout[-3000:]
+
+
+def test_the_airflow_image_holds_the_package_and_its_dags_where_its_settings_say(airflow_image):
+    [sync] = airflow_image.syncs
+    assert sync[:2] == ["sync", "--locked"] and "--no-editable" in sync  # the lock, checked; no checkout link
+    assert [sync[i + 1] for i, a in enumerate(sync) if a == "--extra"] == ["airflow", "scorer"]
+    dags = airflow_image.path(airflow_image.env["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert {p.name for p in dags.glob("*.py")} >= {"video_stylize.py", "video_arrivals.py", "video_backlog.py"}
+    site = dags.parent.parent
+    assert (site / "scoring" / "models" / "pop-art.pth").is_file()
+    assert not any(str(ROOT) in p.read_text() for p in site.glob("*.pth"))  # nothing points at the checkout
+
+
+def test_the_scoring_image_runs_the_scorer_from_any_folder_without_airflow(scoring_image, tmp_path):
+    [sync] = scoring_image.syncs
+    assert "--no-install-project" in sync and [sync[i + 1] for i, a in enumerate(sync) if a == "--extra"] == ["scorer"]
+    app = scoring_image.path("/app")
+    assert {p.relative_to(app).parts[0] for p in app.rglob("*") if p.is_file()} == {
+        "pyproject.toml", "uv.lock", "scoring"}  # the scorer and what installed its dependencies
+    env = {"PATH": f"{scoring_image.path('/opt/scorer/bin')}:/usr/bin:/bin",
+           "PYTHONPATH": str(scoring_image.path(scoring_image.env["PYTHONPATH"]))}
+    python = str(scoring_image.path("/opt/scorer/bin/python"))
+    models = subprocess.run([python, "-m", "scoring", "models"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, check=False)
+    assert models.returncode == 0 and "pop-art" in models.stdout, models.stderr
+    probe = ("import importlib.util as u, torch; "
+             "print([m for m in ('airflow', 'vidstyle', 'azure.ai.ml') if u.find_spec(m.split('.')[0])], "
+             "bool(torch.version.cuda))")
+    done = subprocess.run([python, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "True"]  # no Airflow or Azure SDK; the lock's CUDA build of torch
+
+
+def test_the_installed_package_scores_a_video_on_azure_ml_in_the_scoring_images_environment(
+        installed, scoring_image, tmp_path, monkeypatch, azurite):
+    """The Azure ML backend from the Airflow image's environment: provision (from the checkout,
+    as an operator does), then a run whose split pins the recorded environment and whose chunks
+    are jobs of the stand-in service, each run by the scoring image's Python and scorer."""
+    import dataclasses
+    import json
+
+    from tests.azureml_standin.client import StandinMLClient
+    from tests.azureml_standin.service import JobService, serve
+    from tests.pipeline.azureml_support import WORKSPACE
+    from vidstyle.hooks.azureml import AzureMLHook
+    from vidstyle.pipeline.environment import environment_version
+    from vidstyle.pipeline.provisioning import RESOURCES, provision
+    from vidstyle.pipeline.settings import load_settings
+
+    container = installed["AIRFLOW__VIDSTYLE__CONTAINER"]
+    service = JobService({"vidstyle": ("wasb_default", container)}, nodes=2, step=0.05,
+                         python=str(scoring_image.path("/opt/scorer/bin/python")),
+                         app_dir=scoring_image.path(scoring_image.env["PYTHONPATH"]))
+    server = serve(service)
+    url = f"http://127.0.0.1:{server.server_port}"
+    connection = json.dumps({"conn_type": "azure", "extra": WORKSPACE})
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_AZUREML_DEFAULT", connection)
+        monkeypatch.setattr(AzureMLHook, "_connect", lambda self: (StandinMLClient(url), None))
+        settings = dataclasses.replace(load_settings(), container=container, azureml_max_nodes=1)
+        provision(AzureMLHook(settings.azureml_conn_id), settings, RESOURCES, False)
+
+        boot = tmp_path / "boot"  # the stand-in's client and its start-up hook, and nothing of the checkout
+        boot.mkdir()
+        for name in ("sitecustomize.py", "client.py"):
+            shutil.copyfile(ROOT / "tests" / "azureml_standin" / name, boot / name)
+        env = installed | {
+            "PYTHONPATH": str(boot), "VIDSTYLE_AZUREML_STANDIN": url, "AIRFLOW_CONN_AZUREML_DEFAULT": connection,
+            "AIRFLOW__VIDSTYLE__AZUREML_DEVICE": "cpu", "AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS": "0.2",
+            "AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS": "0.5"}
+        video = make_video(tmp_path / "on-azure.mp4", seconds=0.5, size="64x48")
+        done = run(env, "run", str(video), "--backend", "azureml", "--chunk-frames", "8", "--out",
+                   str(tmp_path / "out"))
+        assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "out" / "last-run.log").read_text()[-5000:]
+    finally:
+        server.shutdown()
+        service.stop()
+    jobs = service.state()["jobs"]
+    assert len(jobs) == 2 and {j["status"] for j in jobs.values()} == {"Completed"}
+    # Every job on the version provisioning registered from the checkout (the installed package
+    # has no images/ to hash: it read the record).
+    assert {j["environment"] for j in jobs.values()} == {f"{settings.azureml_environment}:{environment_version()}"}
+    [manifest] = (tmp_path / "out").glob("*manifest*.json")
+    assert json.loads(manifest.read_text())["azureml"]["jobs"] == 2

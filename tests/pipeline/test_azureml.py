@@ -17,39 +17,32 @@ import shlex
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException
 
 from tests.azureml_standin.client import StandinMLClient
-from tests.azureml_standin.service import JobService, serve
-from tests.support import ROOT, cut_chunks, make_video
-from vidstyle.airflow.operators import StylizeChunkOperator
+from tests.pipeline.azureml_support import (
+    REGISTERED,
+    RUN_ID,
+    SPEC,
+    WORKSPACE,
+    chunk_task,
+    operator,
+    submit,
+    submit_hanging,
+    wait,
+    wait_for_status,
+)
+from tests.support import ROOT, make_video
 from vidstyle.airflow.triggers.azureml_job import AzureMLJobTrigger
 from vidstyle.hooks.azureml import AzureMLHook
 from vidstyle.pipeline import provisioning as provision
-from vidstyle.pipeline.backends import ChunkTask
 from vidstyle.pipeline.backends import azureml_jobs as jobs
-from vidstyle.pipeline.environment import DOCKERFILE, environment_version
+from vidstyle.pipeline.environment import DOCKERFILE, environment_version, record_environment, recorded_environment
 from vidstyle.pipeline.identity import current_video
 from vidstyle.pipeline.manifest import job_totals
 from vidstyle.pipeline.settings import load_settings
-
-RUN_ID = "video__20260101T000000__clip-0123456789"
-WORKSPACE = {"subscriptionId": "0000-sub", "resource_group_name": "media-rg", "workspace_name": "media-ml"}
-SPEC = jobs.JobSpec(datastore="vidstyle", compute="gpu-t4", environment="vidstyle-scoring", experiment="vidstyle",
-                    identity="managed", input_mode="download", device="cuda", timeout_minutes=60)
-
-
-def chunk_task(container: str = "videos", index: int = 1, frames: int = 4, model: str = "pop-art",
-               environment: str = "vidstyle-scoring:0123456789abcdef") -> ChunkTask:
-    base = f"work/clip-0123456789/run/chunks/{index:05d}/"
-    return ChunkTask(conn_id=load_settings().wasb_conn_id, container=container, video_blob="incoming/My Clip.mp4",
-                     video_id="clip-0123456789", chunk_index=index, chunk_label=f"chunk {index + 1}/3, frames "
-                     f"{index * frames}-{index * frames + frames - 1}", frames=frames, input_dir=base + "in/",
-                     output_dir=base + "out/", model=model, batch_size=0, environment=environment)
-
 
 # -- the job body ----------------------------------------------------------------------------------
 
@@ -99,15 +92,22 @@ def test_a_built_in_model_travels_in_the_image_not_as_an_input():
     assert props["identity"] == {"identityType": "UserIdentity"}
 
 
-def test_a_run_pins_one_environment_version_the_one_provisioning_registers(tmp_path):
+def test_a_run_pins_the_version_provisioning_recorded_not_what_its_own_files_hash_to(container, tmp_path):
+    """Each worker hashed its own checkout: a byte of difference (a local edit, CRLF endings, an
+    image without images/) gave a version nobody registered, and every job was refused."""
     from vidstyle.pipeline.backends import backend_class
 
     settings = load_settings()
+    with pytest.raises(ValueError, match="run `vidstyle provision`"):  # nothing recorded yet: a clear refusal
+        backend_class("azureml").options(settings)
+    record_environment(settings, "feedbeef00000000")
+    assert environment_version() != "feedbeef00000000"
     options = backend_class("azureml").options(settings)
-    assert options["environment"] == f"{settings.azureml_environment}:{environment_version()}"
+    assert options["environment"] == f"{settings.azureml_environment}:feedbeef00000000"
     assert provision.stage_build_context(tmp_path) == environment_version()  # what provision registers
-    props = rest_body(jobs.build_job(chunk_task(environment=""), "n-1", SPEC, None, RUN_ID))["properties"]
-    assert props["environmentId"] == f"vidstyle-scoring:{environment_version()}"  # not "@latest"
+    props = rest_body(jobs.build_job(chunk_task(environment=options["environment"]), "n-1", SPEC, None,
+                                     RUN_ID))["properties"]
+    assert props["environmentId"] == "vidstyle-scoring:feedbeef00000000"  # not "@latest"
 
 
 def test_job_names_are_the_same_for_every_try_and_differ_per_chunk_run_and_model():
@@ -171,72 +171,6 @@ def test_every_trigger_imports_on_its_own_as_the_triggerer_loads_it():
 
 # -- the operator and the trigger against the stand-in ---------------------------------------------
 
-@pytest.fixture
-def azureml(monkeypatch, container):
-    """A stand-in workspace (its own job service) whose datastore "vidstyle" is the test's container;
-    fast polling; CPU jobs."""
-    service = JobService({"vidstyle": (load_settings().wasb_conn_id, container)}, nodes=4, step=0.05)
-    server = serve(service)
-    client = StandinMLClient(f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("AIRFLOW_CONN_AZUREML_DEFAULT", json.dumps({"conn_type": "azure", "extra": WORKSPACE}))
-    monkeypatch.setattr(AzureMLHook, "get_conn", lambda self: client)
-    monkeypatch.setenv("AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS", "0.05")
-    monkeypatch.setenv("AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS", "0.2")
-    monkeypatch.setenv("AIRFLOW__VIDSTYLE__AZUREML_DEVICE", "cpu")
-    yield SimpleNamespace(service=service, client=client)
-    server.shutdown()
-
-
-@pytest.fixture
-def staged(store, tmp_path) -> ChunkTask:
-    """A chunk of four frames (chunk.json + piece.nut) uploaded where the split would have put it."""
-    task = chunk_task(container=store.container)
-    video = make_video(tmp_path / "four.mp4", seconds=4 * 1001 / 30000, size="32x24", audio=False)
-    for path in cut_chunks(video, tmp_path / "cut")[0].iterdir():
-        store.upload(path, task.input_dir + path.name)
-    return task
-
-
-def operator(task: ChunkTask) -> StylizeChunkOperator:
-    return StylizeChunkOperator(task_id="stylize_chunk", work=task.to_dict() | {"backend": "azureml"})
-
-
-def submit(task: ChunkTask) -> tuple[StylizeChunkOperator, TaskDeferred]:
-    op = operator(task)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute({"run_id": RUN_ID})
-    return op, deferred.value
-
-
-def submit_hanging(azureml, task: ChunkTask) -> tuple[StylizeChunkOperator, TaskDeferred, str]:
-    """Submit a chunk whose job runs until released; returns once the job is Running."""
-    azureml.service.add_rule({"behaviour": "hang"})
-    op, deferred = submit(task)
-    wait_for_status(azureml, deferred.trigger.job_name, "Running")
-    return op, deferred, deferred.trigger.job_name
-
-
-def wait_for_status(azureml, name: str, status: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while azureml.service.jobs[name].status != status:
-        assert time.time() < deadline, f"{name} is {azureml.service.jobs[name].status}, not {status}"
-        time.sleep(0.05)
-
-
-def wait(deferred: TaskDeferred, **change) -> dict:
-    """What the triggerer does: rebuild the trigger from its serialized form, run it to its event."""
-    from airflow.sdk._shared.module_loading import import_string
-
-    classpath, kwargs = deferred.trigger.serialize()
-    trigger = import_string(classpath)(**(json.loads(json.dumps(kwargs)) | change))
-
-    async def first_event():
-        async for event in trigger.run():
-            return event.payload
-
-    return asyncio.run(first_event())
-
-
 @pytest.mark.timeout(180)
 def test_a_chunk_job_is_submitted_deferred_on_and_its_output_and_cost_collected(azureml, staged, store, capsys,
                                                                                  monkeypatch):
@@ -252,8 +186,8 @@ def test_a_chunk_job_is_submitted_deferred_on_and_its_output_and_cost_collected(
     assert event["status"] == "success" and event["job"] == name
     result = op.execute_complete({"run_id": RUN_ID}, event)
     assert result["frames"] == 4 and result["device"] == "cpu"
-    assert azureml.service.jobs[name].transitions == ["NotStarted", "Queued", "Preparing", "Running", "Finalizing",
-                                                      "Completed"]
+    assert azureml.service.jobs[name].transitions == ["NotStarted", "Preparing", "Queued", "Running", "Finalizing",
+                                                      "Completed"]  # the service's own order
     assert store.exists(staged.output_dir + "segment.mp4")
     assert store.read_json(staged.output_dir + "result.json")["frames"] == 4
     job = store.read_json(staged.output_dir + "job.json")  # beside the result: the manifest sums them
@@ -485,7 +419,7 @@ def standin_hook(client: StandinMLClient) -> AzureMLHook:
     return hook
 
 
-def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update(capsys):
+def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update(container, capsys):
     client, settings = StandinMLClient("http://unused"), load_settings()
     hook = standin_hook(client)
     assert provision.provision(hook, settings, AZURE_ONLY) == {"datastore": "created", "cluster": "created",
@@ -500,6 +434,7 @@ def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update
     env = client.environments.writes[0]
     assert env.name == settings.azureml_environment and env.version == environment_version()
     assert env.build.dockerfile_path == "Dockerfile"
+    assert recorded_environment(settings) == f"{env.name}:{env.version}"  # where every worker reads it
 
     bigger = dataclasses.replace(settings, azureml_max_nodes=10)
     assert provision.provision(hook, bigger, only=("cluster",)) == {"cluster": "updated"}
@@ -511,7 +446,9 @@ def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update
             provision.provision(hook, dataclasses.replace(bigger, **change), only=("cluster",))
     with pytest.raises(provision.ProvisionError, match="points at"):
         provision.provision(hook, dataclasses.replace(settings, container="other"), only=("datastore",))
-    assert "cluster vidstyle-gpu: updated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cluster vidstyle-gpu: updated" in out
+    assert "pool scoring: " in out and "vidstyle pool" in out and provision.RESOURCES == AZURE_ONLY  # not here
 
 
 @pytest.mark.usefixtures("airflow_db")
@@ -606,7 +543,7 @@ def test_the_dag_scores_every_chunk_as_an_azure_ml_job_and_retries_only_the_fail
     assert [states[f"stylize_chunk[{i}]"] for i in range(3)] == [("success", 1), ("success", 2), ("success", 1)]
     assert len(azureml.service.submitted) == 4  # three chunks, one resubmission
     pinned = {azureml.service.jobs[name].props["environmentId"] for name in azureml.service.submitted}
-    assert pinned == {f"{load_settings().azureml_environment}:{environment_version()}"}  # one version, all chunks
+    assert pinned == {f"{load_settings().azureml_environment}:{REGISTERED}"}  # the recorded one, for all chunks
 
     outputs = Layout(load_settings()).outputs("incoming/azure/clip.mp4", Layout(load_settings()).default_output())
     out = store.download(outputs["video"], tmp_path / "out.mp4")

@@ -13,6 +13,7 @@ from airflow.sdk import DagRunState
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRuntimeError
 
 from vidstyle.hooks.blob_store import BlobChanged
+from vidstyle.pipeline.backends import ChunkTask, get_backend
 from vidstyle.pipeline.errors import BadInput
 from vidstyle.pipeline.identity import Video
 from vidstyle.pipeline.params import JobParams
@@ -96,3 +97,22 @@ def on_task_failure(context: Any) -> None:
     with contextlib.suppress(Exception):  # the callback must never mask the original failure
         pinned = ti.xcom_pull(task_ids="start")  # the content version this run works on, if known
         video_run(context, pinned).record_failure(where, error)
+
+
+def cancel_leftover_jobs(context: Any) -> list[str]:
+    """Once every chunk task has ended: any remote job still running for one of them, cancelled.
+    A chunk marked failed before its trigger started is never handed to on_kill (Airflow deletes
+    the trigger unstarted), so its job would run on; this finds it by its deterministic name.
+    Never fails the run: what it could not cancel is logged."""
+    chunks = context["ti"].xcom_pull(task_ids="split") or []
+    by_backend: dict[str, list[ChunkTask]] = {}
+    for work in chunks:
+        by_backend.setdefault(work["backend"], []).append(ChunkTask(**{k: v for k, v in work.items()
+                                                                      if k != "backend"}))
+    cancelled: list[str] = []
+    for name, tasks in by_backend.items():
+        try:
+            cancelled += get_backend(name).cancel_leftovers(tasks, context["run_id"])
+        except Exception as exc:  # the run's outcome stands; the jobs' own timeouts still apply
+            log.warning("could not look for %s jobs left running: %s: %s", name, type(exc).__name__, exc)
+    return cancelled

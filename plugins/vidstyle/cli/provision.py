@@ -1,6 +1,8 @@
 """``vidstyle provision``: create or update what the Azure ML backend needs, idempotently
-(vidstyle.pipeline.provisioning): the datastore, the GPU cluster, the scoring environment, and
-Airflow's scoring pool. ``--dry-run`` prints the specs and contacts nothing."""
+(vidstyle.pipeline.provisioning): the datastore, the GPU cluster and the scoring environment,
+whose version it records for the workers. Run it from the project's checkout (it builds the
+scoring image from it). ``--dry-run`` prints the specs and contacts nothing. The scoring pool is
+Airflow's: ``vidstyle pool`` makes it where Airflow runs."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace) -> int:
     from azure.core.exceptions import AzureError
 
-    from vidstyle.airflow.pool import ensure_pool
     from vidstyle.hooks.azureml import AzureMLHook
     from vidstyle.pipeline.provisioning import RESOURCES, ProvisionError, provision
     from vidstyle.pipeline.settings import load_settings
@@ -26,8 +27,8 @@ def run(a: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         hook = None if a.dry_run else AzureMLHook(settings.azureml_conn_id)
-        provision(hook, settings, tuple(a.only or RESOURCES), a.dry_run, ensure_pool=ensure_pool)
-    except (ProvisionError, ValueError, AzureError) as exc:
+        provision(hook, settings, tuple(a.only or RESOURCES), a.dry_run)
+    except (ProvisionError, ValueError, FileNotFoundError, AzureError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

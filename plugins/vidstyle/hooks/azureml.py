@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 WORKSPACE_FIELDS = ("subscriptionId", "resource_group_name", "workspace_name")
 
-# Azure ML job statuses (azure.ai.ml.operations._run_history_constants.JobStatus), by what they mean here.
+# Azure ML job statuses (azure.ai.ml.operations._run_history_constants.JobStatus), by what they mean
+# here. In the service's order: NotStarted, Starting, Provisioning, Preparing (the image build and
+# environment set-up, before any node), Queued (waiting for a node), Running, Finalizing, and an end.
 COMPLETED = "Completed"
 FAILED = "Failed"
 CANCELED = "Canceled"
@@ -32,10 +34,12 @@ CANCEL_REQUESTED = "CancelRequested"
 NOT_RESPONDING = "NotResponding"  # the node stopped reporting; the service says it can recover
 PAUSED = "Paused"
 UNKNOWN = "Unknown"
+PREPARING = "Preparing"  # building the image: no node yet, not billed; its own limit
 QUEUED = frozenset({"NotStarted", "Starting", "Provisioning", "Queued"})  # waiting for a node: the queue timeout
-ON_NODE = frozenset({"Preparing", "Running", "Finalizing"})  # on a node, billed: the job timeout
+ON_NODE = frozenset({"Running", "Finalizing"})  # on a node, billed: the job timeout
 ENDED_BADLY = frozenset({FAILED, CANCELED})
 ENDED = frozenset({COMPLETED, FAILED, CANCELED})
+USER_ERROR = "UserError"  # the service's category for errors of the job's own making (vs SystemError)
 
 
 class AzureMLHook(BaseHook):
@@ -89,14 +93,17 @@ class AzureMLHook(BaseHook):
     def get_conn(self) -> MLClient:
         """The workspace's MLClient, signed in once per hook."""
         if self._client is None:
-            from azure.ai.ml import MLClient
-
-            conn = self.check()
-            extra = conn.extra_dejson
-            self._credential = self.get_credential(extra, conn.login, conn.password)
-            self._client = MLClient(self._credential, extra["subscriptionId"], extra["resource_group_name"],
-                                    extra["workspace_name"])
+            self._client, self._credential = self._connect()
         return self._client
+
+    def _connect(self) -> tuple[MLClient, TokenCredential]:
+        from azure.ai.ml import MLClient
+
+        conn = self.check()
+        extra = conn.extra_dejson
+        credential = self.get_credential(extra, conn.login, conn.password)
+        return MLClient(credential, extra["subscriptionId"], extra["resource_group_name"],
+                        extra["workspace_name"]), credential
 
     def close(self) -> None:
         """Close the credential (its token cache and HTTP sessions); the next call signs in again."""
@@ -119,12 +126,13 @@ class AzureMLHook(BaseHook):
         return self.get_conn().jobs.create_or_update(job)
 
     def cancel_job(self, name: str) -> bool:
-        """Ask Azure ML to cancel a job; False when it had already ended or is gone."""
+        """Ask Azure ML to cancel a job; False when it had already ended, is being cancelled
+        or is gone."""
         from azure.core.exceptions import HttpResponseError
 
         try:
             job = self.get_job(name)
-            if job is None or job.status in ENDED:  # NotResponding still holds a node: cancel it
+            if job is None or job.status in ENDED or job.status == CANCEL_REQUESTED:  # NotResponding: cancel it
                 return False
             self.get_conn().jobs.begin_cancel(name)
         except HttpResponseError:
@@ -135,15 +143,20 @@ class AzureMLHook(BaseHook):
         # The public SDK surfaces a job's error only inside jobs.stream(); this is what it reads.
         return self.get_conn().jobs._runs_operations.get_run_details(name)
 
-    def job_error(self, name: str) -> str:
-        """The job's own error message, as Studio shows it; never raises."""
+    def job_failure(self, name: str) -> tuple[str | None, str]:
+        """The job's error as its run history keeps it: (code, message), the code being the
+        service's category (UserError, SystemError, ...). Never raises."""
         try:
             details = self._run_details(name)
             error = details.error.as_dict().get("error", {}) if details.error else {}
         except Exception as exc:  # the reason matters more than the details: keep going without them
-            return f"(the job's error could not be read: {type(exc).__name__})"
-        message = error.get("message") or "no error recorded; see the job's logs in Studio"
-        return f"{error['code']}: {message}" if error.get("code") else message
+            return None, f"(the job's error could not be read: {type(exc).__name__})"
+        return error.get("code"), error.get("message") or "no error recorded; see the job's logs in Studio"
+
+    def job_error(self, name: str) -> str:
+        """The job's own error message, as Studio shows it; never raises."""
+        code, message = self.job_failure(name)
+        return f"{code}: {message}" if code else message
 
     def job_times(self, name: str) -> dict[str, float | None]:
         """When the job was created, started on a node and ended (Unix seconds), from its run
@@ -177,6 +190,18 @@ class AzureMLHook(BaseHook):
 
     def get_compute(self, name: str) -> Any | None:
         return self._get(self.get_conn().compute, name)
+
+    def compute_problems(self, name: str) -> list[str]:
+        """Why the cluster cannot give jobs nodes, in the service's words: missing, failed to
+        provision, or its provisioning errors (a quota too small for its VM size, say)."""
+        compute = self.get_compute(name)
+        if compute is None:
+            return [f"compute cluster {name} does not exist in the workspace"]
+        problems = [str(e) for e in (getattr(compute, "provisioning_errors", None) or [])]
+        state = str(getattr(compute, "provisioning_state", "") or "")
+        if state.lower() in ("failed", "canceled") and not problems:
+            problems.append(f"compute cluster {name} is in provisioning state {state}")
+        return problems
 
     def create_or_update_compute(self, compute: Any) -> Any:
         return self.get_conn().compute.begin_create_or_update(compute).result()

@@ -68,17 +68,23 @@ def log_figures(manifest: dict) -> None:
              storage["moved_per_source_and_result"])
 
 
+NODE_TIME = ("lower bounds: a job's node time runs from Running to its end; the node's boot before it and its idle "
+             "tail after it (azureml_idle_seconds, shared by the jobs that reuse the node) are billed too")
+
+
 def log_cost(t: dict) -> None:
-    cost = f"{t['cost']:.4f} (azureml_prices)" if t["cost"] is not None else "unknown: set azureml_prices"
-    log.info("Azure ML: %d jobs (%d of them retries) on %s: %.0f GPU-seconds, %.0f s on nodes (%.0f%% of it "
-             "start-up), %.0f s queued; estimated cost: %s", t["jobs"], t["retried_jobs"], t["vm_size"],
-             t["gpu_seconds"] or 0, t["node_seconds"] or 0, 100 * (t["startup_share"] or 0),
-             t["queued_seconds"] or 0, cost)
+    cost = f"at least {t['cost']:.4f} (azureml_prices)" if t["cost"] is not None else "unknown: set azureml_prices"
+    log.info("Azure ML: %d jobs (%d of them retries) on %s: %.0f GPU-seconds, %.0f s on nodes (%.0f%% of the "
+             "chunks' own jobs' time start-up), %.0f s before a node; estimated cost: %s", t["jobs"],
+             t["retried_jobs"], t["vm_size"], t["gpu_seconds"] or 0, t["node_seconds"] or 0,
+             100 * (t["startup_share"] or 0), t["queued_seconds"] or 0, cost)
 
 
 def job_totals(jobs: list[dict]) -> dict | None:
     """A video's Azure ML jobs summed: node time is what is billed, per GPU and at the set price,
-    the chunks' failed or cancelled earlier jobs included. ``None`` where a figure is unknown."""
+    the chunks' failed or cancelled earlier jobs included; ``None`` where a figure is unknown.
+    ``startup_share`` is the final jobs' start-up over their own node time (the share that sizes
+    chunks: an earlier job's time on a lost node is not start-up)."""
     if not jobs:
         return None
     retried = [e for j in jobs for e in j.get("earlier") or []]
@@ -87,9 +93,10 @@ def job_totals(jobs: list[dict]) -> dict | None:
         values = [j.get(key) for j in of]
         return None if any(v is None for v in values) else round(sum(values), digits)
 
-    node, startup = total("node_seconds", jobs + retried), total("startup_seconds", jobs)
+    final_node, startup = total("node_seconds", jobs), total("startup_seconds", jobs)
     return {"jobs": len(jobs) + len(retried), "retried_jobs": len(retried), "vm_size": jobs[0]["vm_size"],
-            "gpu_seconds": total("gpu_seconds", jobs + retried), "node_seconds": node,
+            "gpu_seconds": total("gpu_seconds", jobs + retried), "node_seconds": total("node_seconds", jobs + retried),
             "queued_seconds": total("queued_seconds", jobs + retried), "startup_seconds": startup,
-            "startup_share": round(startup / node, 3) if node and startup is not None else None,
-            "cost": total("cost", jobs + retried, 6)}
+            "startup_share": round(startup / final_node, 3) if final_node and startup is not None else None,
+            "cost": total("cost", jobs + retried, 6), "figures": NODE_TIME,
+            "still_ending": sum(1 for j in jobs + retried if j.get("still_ending"))}

@@ -1,17 +1,20 @@
 """Create or update what the Azure ML backend needs, idempotently: run it after every change.
 
-    vidstyle provision                        # datastore, cluster, environment and the scoring pool
+    vidstyle provision                        # datastore, cluster and environment
     vidstyle provision --only environment --dry-run
 
 - datastore: the pipeline's container, identity-based (no key or SAS stored in the workspace);
 - cluster: the GPU compute cluster from the ``azureml_*`` settings, scaling to 0 nodes when idle,
   with a managed identity the jobs use to read and write the chunk folders;
-- environment: the scoring image, built by Azure ML from images/scoring/Dockerfile and scoring/;
-  its version is a hash of those files (vidstyle.pipeline.environment), the version every run of
-  this code pins, so an unchanged scorer is never rebuilt and a rolled-back one is used again;
-- pool: Airflow's ``scoring`` pool, counting deferred tasks, sized from the cluster: it bounds
-  how many chunks have a job on Azure ML at once (a deferred task otherwise holds no slot, and
-  every chunk of every video would be submitted at once to wait in the queue).
+- environment: the scoring image, built by Azure ML from images/scoring/Dockerfile, uv.lock and
+  scoring/ of the checkout this runs from; its version is a hash of those files
+  (vidstyle.pipeline.environment), recorded in the pipeline's storage, where every worker reads
+  the version it pins: an unchanged scorer is never rebuilt and a rolled-back one is used again.
+
+Airflow's ``scoring`` pool is not made here: this may run on an operator's laptop, whose Airflow
+config names another database than the deployment's. ``vidstyle pool``, run where Airflow runs
+(airflow-init, the Helm migration job, ``vidstyle cluster``), makes it from the same settings;
+this prints the size it will have.
 
 Anything already as configured is left alone, so running it twice changes nothing.
 """
@@ -21,16 +24,15 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vidstyle.hooks.azureml import AzureMLHook
 from vidstyle.hooks.blob_store import BlobStore
-from vidstyle.pipeline.environment import build_files, environment_version
+from vidstyle.pipeline.environment import build_files, environment_version, record_environment
 from vidstyle.pipeline.settings import Settings, pool_slots
 
-RESOURCES = ("datastore", "cluster", "environment", "pool")
+RESOURCES = ("datastore", "cluster", "environment")
 
 
 class ProvisionError(RuntimeError):
@@ -147,9 +149,9 @@ def ensure_environment(hook: AzureMLHook, wanted: Any) -> str:
 
 
 def provision(hook: AzureMLHook | None, settings: Settings, only: tuple[str, ...] = RESOURCES,
-              dry_run: bool = False, ensure_pool: Callable[[Settings], str] | None = None) -> dict[str, str]:
+              dry_run: bool = False) -> dict[str, str]:
     """Bring each resource in ``only`` to the configured state; returns what happened to each.
-    ``ensure_pool`` creates Airflow's scoring pool (the caller's: the pool is Airflow's, not Azure's)."""
+    The environment's version is recorded for the workers once the workspace has it."""
     outcome: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="vidstyle-env-") as tmp:
         specs: dict[str, Any] = {}
@@ -159,11 +161,6 @@ def provision(hook: AzureMLHook | None, settings: Settings, only: tuple[str, ...
             specs["cluster"] = cluster_spec(settings)
         if "environment" in only:
             specs["environment"] = environment_spec(settings, Path(tmp), stage_build_context(Path(tmp)))
-        if "pool" in only:
-            slots = pool_slots(settings)
-            outcome["pool"] = "dry-run" if dry_run or ensure_pool is None else ensure_pool(settings)
-            print(f"pool {settings.scoring_pool}: {slots} slots, counting deferred tasks: {outcome['pool']}",
-                  flush=True)
         ensure = {"datastore": ensure_datastore, "cluster": ensure_cluster, "environment": ensure_environment}
         for kind, spec in specs.items():
             described = f"{spec.name}" + (f":{spec.version}" if kind == "environment" else "")
@@ -172,5 +169,9 @@ def provision(hook: AzureMLHook | None, settings: Settings, only: tuple[str, ...
                 outcome[kind] = "dry-run"
                 continue
             outcome[kind] = ensure[kind](hook, spec)
+            if kind == "environment":
+                record_environment(settings, spec.version)  # what every worker's runs now pin
             print(f"{kind} {described}: {outcome[kind]}", flush=True)
+    print(f"pool {settings.scoring_pool}: {pool_slots(settings)} slots, counting deferred tasks (made by "
+          "`vidstyle pool` where Airflow runs)", flush=True)
     return outcome

@@ -29,6 +29,7 @@ class Settings:
     max_active_videos: int = 4
     scoring_pool: str = "scoring"
     scoring_pool_slots: int = 0  # chunks scoring at once; 0: 1 on the local backend, on Azure ML see pool_slots
+    scoring_queue: str = ""  # the Celery queue of the chunk tasks (workers with a GPU, say); empty: the default
     sensor_poke_seconds: int = 30
     azure_http_logging: bool = False  # log every Azure SDK request's headers (read at import, see vidstyle.hooks)
     claim_poke_seconds: int = 30  # how often a run waiting for another one writing its result looks again
@@ -67,6 +68,7 @@ class Settings:
     azureml_compile: bool = False
     azureml_job_timeout_minutes: int = 60  # a job running longer is stopped by Azure ML
     azureml_queue_timeout_minutes: int = 120  # the longest a job may wait for a node (time queued only)
+    azureml_prepare_timeout_minutes: int = 60  # the longest a job may spend Preparing (its image build)
     azureml_not_responding_minutes: int = 10  # how long a job may say NotResponding before it is given up
     azureml_pool_slots: int = 0  # chunks with a job on Azure ML at once; 0: twice azureml_max_nodes
     azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (README: chunk size)
@@ -108,3 +110,10 @@ def pool_slots(settings: Settings) -> int:
     if settings.backend == "azureml":
         return settings.azureml_pool_slots or 2 * settings.azureml_max_nodes
     return 1  # one chunk at a time on the machine that scores it
+
+
+def scoring_queue(settings: Settings) -> str:
+    """The Celery queue the chunk tasks go to: ``scoring_queue``, else Airflow's default queue."""
+    from airflow.configuration import conf
+
+    return settings.scoring_queue or conf.get("operators", "default_queue")

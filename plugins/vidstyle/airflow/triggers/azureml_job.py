@@ -1,21 +1,27 @@
 """AzureMLJobTrigger: waits in the triggerer for one Azure ML job to end.
 
-The scoring task defers on it right after submitting, so no worker slot is held while a GPU
-node starts, queues and scores (the ``scoring`` pool still counts the task: it bounds how many
-jobs are in flight). It polls the job's status with a growing interval and ends with one event:
+The scoring task defers on it right after submitting, so no worker slot is held while the image
+is built, a GPU node starts, queues and scores (the ``scoring`` pool still counts the task: it
+bounds how many jobs are in flight). It polls the job's status with a growing interval and ends
+with one event:
 
 - ``success``: Completed;
-- ``failed``: Failed or Canceled, with the job's own error;
-- ``timeout``: waited longer than ``queue_timeout`` for a node (time queued only, counted from
-  the job's creation, so a triggerer restart does not reset it), or ran longer than
-  ``run_timeout`` on one;
+- ``failed``: Failed or Canceled, with the job's own error and its code (UserError, ...);
+- ``timeout``: the job spent longer than its limit in one phase: ``prepare_timeout`` in
+  Preparing (the image build after a provision, before any node), ``queue_timeout`` waiting
+  for a node (Queued and the states before it; Paused or Unknown before it ever ran), or
+  ``run_timeout`` on one (Running, Finalizing, NotResponding; Paused or Unknown once it ran),
+  or ``cancel_wait`` stuck in CancelRequested. Each phase's time adds up over the job's life and
+  is counted from the service's own times where it keeps them, so a triggerer restart does not
+  reset it; a job requeued after it had run (a preempted node the service retried) counts
+  its wait again from when this trigger saw it queued, not from its creation;
 - ``hung``: NotResponding for longer than ``not_responding_grace`` (the service documents that
   a job can recover; one that does goes on being waited for);
 - ``error``: the status could not be read, repeatedly. The job itself may be fine: nothing is
   cancelled, and the task's retry reattaches to it;
 - ``gone``: the job no longer exists.
-Paused and Unknown are waited through (logged); CancelRequested is waited through to Canceled.
-A user who marks the deferred task failed or clears it cancels the job (``on_kill``).
+A user who marks the deferred task failed or clears it cancels the job (``on_kill``), with the
+client this trigger already signed in with; ``cleanup`` closes it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from vidstyle.hooks.azureml import AzureMLHook
 
 MAX_API_ERRORS = 5  # consecutive failed status calls before the try ends (without cancelling)
 BACKOFF = 1.5
+PREPARING, QUEUED, ON_NODE, CANCELLING = "preparing", "queued", "on a node", "cancelling"
 
 
 class AzureMLJobTrigger(BaseTrigger):
@@ -45,27 +52,32 @@ class AzureMLJobTrigger(BaseTrigger):
     :param not_responding_grace: seconds a job may be NotResponding before it is given up.
     :param poll_seconds: the first interval between status calls; it grows by half each time.
     :param max_poll_seconds: the longest interval.
+    :param prepare_timeout: seconds the job may spend in Preparing (building its image).
+    :param cancel_wait: seconds a job may stay CancelRequested before this trigger stops waiting.
     """
 
     def __init__(self, conn_id: str, job_name: str, label: str, queue_timeout: float, run_timeout: float,
-                 not_responding_grace: float = 600.0, poll_seconds: float = 15.0,
-                 max_poll_seconds: float = 120.0) -> None:
+                 not_responding_grace: float = 600.0, poll_seconds: float = 15.0, max_poll_seconds: float = 120.0,
+                 prepare_timeout: float = 3600.0, cancel_wait: float = 900.0) -> None:
         super().__init__()
         self.conn_id, self.job_name, self.label = conn_id, job_name, label
-        self.queue_timeout, self.run_timeout, self.not_responding_grace = queue_timeout, run_timeout, \
-            not_responding_grace
+        self.limits = {PREPARING: prepare_timeout, QUEUED: queue_timeout, ON_NODE: run_timeout,
+                       CANCELLING: cancel_wait}
+        self.not_responding_grace = not_responding_grace
         self.poll_seconds, self.max_poll_seconds = poll_seconds, max_poll_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"conn_id": self.conn_id, "job_name": self.job_name, "label": self.label,
-                 "queue_timeout": self.queue_timeout, "run_timeout": self.run_timeout,
+                 "queue_timeout": self.limits[QUEUED], "run_timeout": self.limits[ON_NODE],
                  "not_responding_grace": self.not_responding_grace, "poll_seconds": self.poll_seconds,
-                 "max_poll_seconds": self.max_poll_seconds})
+                 "max_poll_seconds": self.max_poll_seconds, "prepare_timeout": self.limits[PREPARING],
+                 "cancel_wait": self.limits[CANCELLING]})
 
-    def _event(self, status: str, job_status: str | None, error: str = "", url: str = "") -> TriggerEvent:
+    def _event(self, status: str, job_status: str | None, error: str = "", url: str = "",
+               code: str | None = None) -> TriggerEvent:
         return TriggerEvent({"status": status, "job": self.job_name, "job_status": job_status, "error": error,
-                             "studio_url": url})
+                             "error_code": code, "studio_url": url})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from azure.core.exceptions import AzureError
@@ -103,24 +115,21 @@ class AzureMLJobTrigger(BaseTrigger):
         if status == states.COMPLETED:
             return self._event("success", status, url=url)
         if status in states.ENDED_BADLY:
-            error = await asyncio.to_thread(hook.job_error, self.job_name)
-            return self._event("failed", status, error, url)
-        if status in states.ON_NODE and clock.node_since is None:  # maybe on a node for a while: since when?
-            clock.node_since = (await asyncio.to_thread(hook.job_times, self.job_name))["started"]
-        clock.observe(status, now, _created(job))
-        if status in states.QUEUED and clock.queued(now) > self.queue_timeout:
-            waited, limit = clock.queued(now) / 60, self.queue_timeout / 60
-            return self._event("timeout", status, f"waited {waited:.0f} min for a node "
-                                                  f"(limit: azureml_queue_timeout_minutes = {limit:.0f})", url)
-        if clock.on_node(now) > self.run_timeout:
-            ran, limit = clock.on_node(now) / 60, self.run_timeout / 60
-            return self._event("timeout", status, f"ran {ran:.0f} min on a node "
-                                                  f"(limit: azureml_job_timeout_minutes + 10 = {limit:.0f})", url)
+            code, message = await asyncio.to_thread(hook.job_failure, self.job_name)
+            return self._event("failed", status, f"{code}: {message}" if code else message, url, code)
+        if clock.history is None:  # once per trigger: what the run history says it went through
+            clock.history = await asyncio.to_thread(hook.job_times, self.job_name)
+        phase = clock.observe(status, now, _created(job))
+        if phase and clock.spent(phase, now) > self.limits[phase]:
+            what, setting = OVERRUNS[phase]
+            spent, limit = clock.spent(phase, now) / 60, self.limits[phase] / 60
+            return self._event("timeout", status, f"{what.format(minutes=spent)} (job status {status}; limit: "
+                                                  f"{setting} = {limit:.0f})", url)
         if status == states.NOT_RESPONDING and clock.not_responding(now) > self.not_responding_grace:
             return self._event("hung", status, f"not responding for {clock.not_responding(now) / 60:.0f} min", url)
         if status in (states.PAUSED, states.UNKNOWN):
-            self.log.warning("%s: Azure ML job %s is %s; waiting (its limits still apply)", self.label,
-                             self.job_name, status)
+            self.log.warning("%s: Azure ML job %s is %s; waiting (counted as %s, its limit applies)", self.label,
+                             self.job_name, status, phase)
         return None
 
     async def on_kill(self) -> None:
@@ -138,6 +147,14 @@ class AzureMLJobTrigger(BaseTrigger):
         await super().cleanup()
 
 
+OVERRUNS = {  # phase -> what happened, the limit's name
+    PREPARING: ("spent {minutes:.0f} min preparing, building its image", "azureml_prepare_timeout_minutes"),
+    QUEUED: ("waited {minutes:.0f} min for a node", "azureml_queue_timeout_minutes"),
+    ON_NODE: ("ran {minutes:.0f} min on a node", "azureml_job_timeout_minutes + 10"),
+    CANCELLING: ("waited {minutes:.0f} min for its cancel to end", "the cancel wait, minutes"),
+}
+
+
 def _created(job: Any) -> float | None:
     context = getattr(job, "creation_context", None)
     created = getattr(context, "created_at", None)
@@ -145,33 +162,54 @@ def _created(job: Any) -> float | None:
 
 
 class _Clock:
-    """Time a job spent waiting for a node and on one, from the statuses seen while polling."""
+    """Time a job spent in each phase (preparing, waiting for a node, on one, being cancelled),
+    from the statuses seen while polling and, for the time before this trigger, the run history."""
 
     def __init__(self) -> None:
-        self.queued_since: float | None = None
-        self.node_since: float | None = None
+        self.history: dict | None = None  # created, started, ended (the run history's)
+        self.totals: dict[str, float] = {}
+        self.phase: str | None = None
+        self.since: float | None = None
+        self.ran = False  # the job has been on a node (now or, by its run history, before)
         self.not_responding_since: float | None = None
-        self.queued_before = 0.0  # queue time of earlier waits (a preempted job queued again)
 
-    def observe(self, status: str, now: float, created: float | None) -> None:
+    def _phase_of(self, status: str) -> str | None:
+        if status == states.PREPARING:
+            return PREPARING
         if status in states.QUEUED:
-            if self.queued_since is None:
-                # Never seen on a node: it has waited since it was created (this trigger may be new).
-                self.queued_since = created if created and self.node_since is None else now
-            self.node_since = None
-        else:
-            if self.queued_since is not None:
-                self.queued_before += now - self.queued_since
-                self.queued_since = None
-            if status in states.ON_NODE | {states.NOT_RESPONDING} and self.node_since is None:
-                self.node_since = now
+            return QUEUED
+        if status in states.ON_NODE or status == states.NOT_RESPONDING:
+            return ON_NODE
+        if status == states.CANCEL_REQUESTED:
+            return CANCELLING
+        if status in (states.PAUSED, states.UNKNOWN):
+            return ON_NODE if self.ran else QUEUED
+        return None
+
+    def observe(self, status: str, now: float, created: float | None) -> str | None:
+        """Record the status seen at ``now``; returns its phase."""
+        started = (self.history or {}).get("started")
+        self.ran = self.ran or bool(started) or status in states.ON_NODE
+        phase = self._phase_of(status)
+        if phase != self.phase:
+            if self.phase is not None and self.since is not None:
+                self.totals[self.phase] = self.totals.get(self.phase, 0.0) + now - self.since
+            self.phase, self.since = phase, now
+            if not self.totals:  # this trigger's first look: the time before it, where the service knows it
+                self.since = self._began(phase, now, created, started)
         self.not_responding_since = (self.not_responding_since or now) if status == states.NOT_RESPONDING else None
+        return phase
 
-    def queued(self, now: float) -> float:
-        return self.queued_before + (now - self.queued_since if self.queued_since else 0.0)
+    def _began(self, phase: str | None, now: float, created: float | None, started: float | None) -> float:
+        if phase == ON_NODE and started:
+            return started
+        if phase == QUEUED and created and not started:  # never on a node: it has waited since creation
+            return created
+        return now  # requeued after it ran, preparing, being cancelled: from now (the service says no more)
 
-    def on_node(self, now: float) -> float:
-        return now - self.node_since if self.node_since else 0.0
+    def spent(self, phase: str, now: float) -> float:
+        ongoing = now - self.since if self.phase == phase and self.since is not None else 0.0
+        return self.totals.get(phase, 0.0) + ongoing
 
     def not_responding(self, now: float) -> float:
         return now - self.not_responding_since if self.not_responding_since else 0.0

@@ -13,23 +13,34 @@ from __future__ import annotations
 import functools
 import logging
 
+from azure.core.exceptions import HttpResponseError
+
 from scoring.chunk import EXIT_BAD_INPUT, RESULT_NAME, SEGMENT_NAME
+from vidstyle.hooks import azureml as states
 from vidstyle.hooks.azureml import COMPLETED, AzureMLHook
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.backends import azureml_jobs as jobs
 from vidstyle.pipeline.backends.azureml_cost import job_cost
 from vidstyle.pipeline.backends.base import JOB_FILE, ChunkTask, ComputeBackend, WaitForJob
-from vidstyle.pipeline.environment import environment_version
-from vidstyle.pipeline.errors import ScorerRejected
+from vidstyle.pipeline.environment import recorded_environment
+from vidstyle.pipeline.errors import BadInput, ScorerRejected
 from vidstyle.pipeline.models import WASB, ModelRef, require_stored_model
 from vidstyle.pipeline.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+# The service's answers at submit that no retry changes: a bad body, no permission, no such
+# environment, compute or datastore (throttling, 429, and its own failures, 5xx, are retried).
+REFUSALS = frozenset({400, 401, 403, 404, 422})
 
 
 class AzureMLJobFailed(RuntimeError):
     """The chunk's job ended without a usable result; the task's retry submits a new job (or
     reattaches to the same one, when only its status could not be read)."""
+
+
+class AzureMLRefused(BadInput):
+    """A failure every job of the run would meet (an image that does not build, data the cluster
+    may not read, an environment or cluster that is missing, no quota): retrying cannot help."""
 
 
 class AzureMLBackend(ComputeBackend):
@@ -40,10 +51,10 @@ class AzureMLBackend(ComputeBackend):
 
     @staticmethod
     def options(settings: Settings) -> dict:
-        # The environment's version is fixed here, once per run (the split makes the chunks' tasks).
+        # The environment's version is fixed here, once per run (the split makes the chunks' tasks):
+        # the one provision registered and recorded, whatever this worker's own files hash to.
         return {"batch_size": settings.azureml_batch_size, "precision": settings.azureml_precision,
-                "compile": settings.azureml_compile,
-                "environment": f"{settings.azureml_environment}:{environment_version()}"}
+                "compile": settings.azureml_compile, "environment": recorded_environment(settings)}
 
     @staticmethod
     def chunk_frames(settings: Settings) -> int:
@@ -51,10 +62,22 @@ class AzureMLBackend(ComputeBackend):
         return settings.azureml_chunk_frames
 
     def preflight(self, ref: str, settings: Settings) -> None:
-        AzureMLHook(settings.azureml_conn_id).check()  # a missing connection fails the run here, once
+        """Everything every job of the run needs, once, before any frame is split: the connection,
+        a model the jobs can read, the registered environment in the workspace, a cluster that
+        can give nodes (its provisioning errors name a quota too small, say)."""
+        hook = AzureMLHook(settings.azureml_conn_id)
+        hook.check()  # a missing connection fails the run here, once
         self._model_uri(ref, settings)  # a model the job cannot read is refused here
         if (model := ModelRef.parse(ref)).kind == WASB:
             require_stored_model(model, settings.wasb_conn_id)
+        environment = recorded_environment(settings)
+        name, _, version = environment.partition(":")
+        if hook.get_environment(name, version) is None:
+            raise AzureMLRefused(f"the recorded scoring environment {environment} does not exist in the workspace "
+                                 "(deleted, or provisioned into another one): run `vidstyle provision`")
+        if problems := hook.compute_problems(settings.azureml_compute):
+            raise AzureMLRefused(f"compute cluster {settings.azureml_compute} cannot run jobs: "
+                                 f"{'; '.join(problems)}")
 
     @staticmethod
     def _model_uri(ref: str, settings: Settings) -> str | None:
@@ -75,10 +98,16 @@ class AzureMLBackend(ComputeBackend):
         sidecar = self._sidecar(task.model, model_uri, task.conn_id)
         hook = AzureMLHook(settings.azureml_conn_id)
         earlier_result = functools.cache(lambda: self._result(store, task))  # read once, if at all
-        job, reattached = jobs.submit_or_reattach(
-            hook, task, run_id, lambda name: jobs.build_job(task, name, spec, model_uri, run_id, sidecar),
-            output_ready=lambda: earlier_result() is not None,
-        )
+        try:
+            job, reattached = jobs.submit_or_reattach(
+                hook, task, run_id, lambda name: jobs.build_job(task, name, spec, model_uri, run_id, sidecar),
+                output_ready=lambda: earlier_result() is not None,
+            )
+        except HttpResponseError as exc:
+            if getattr(exc, "status_code", None) in REFUSALS:  # the service refused the job itself
+                raise AzureMLRefused(f"{task.where}: Azure ML refused the job ({exc.status_code}): "
+                                     f"{exc.message or exc}") from exc
+            raise
         self._job_name = job.name
         note = (f"{task.where}: {'reattached to' if reattached else 'submitted'} Azure ML job {job.name} "
                 f"({job.status}) on {settings.azureml_compute}: {job.studio_url}")
@@ -91,7 +120,7 @@ class AzureMLBackend(ComputeBackend):
             run_timeout=settings.azureml_job_timeout_minutes * 60 + 600,  # Azure ML's own limit first
             not_responding_grace=settings.azureml_not_responding_minutes * 60,
             poll_seconds=settings.azureml_poll_seconds, max_poll_seconds=settings.azureml_max_poll_seconds,
-            note=note)
+            prepare_timeout=settings.azureml_prepare_timeout_minutes * 60, note=note)
 
     def resume(self, task: ChunkTask, event: dict) -> dict:
         name, status, kind = event["job"], event.get("job_status"), event["status"]
@@ -103,20 +132,42 @@ class AzureMLBackend(ComputeBackend):
             return self._collect(self._result(store, task), task, name, AzureMLHook(settings.azureml_conn_id),
                                  settings, store)
         error = event.get("error") or "no error given"
+        studio = f"Studio: {event.get('studio_url') or 'n/a'}"
         if kind == "error":  # only the status was unreadable: the job is left running for the retry
             raise AzureMLJobFailed(f"{where}: its status could not be read ({error}); the job was left running "
                                    "and the chunk's retry takes it over")
         if kind in ("timeout", "hung"):
             self.cancel(task)  # it still holds (or waits for) a node
-        elif kind == "failed" and jobs.exit_status(error) == EXIT_BAD_INPUT:
-            raise ScorerRejected(f"{where}: the scorer refused its input (exit {EXIT_BAD_INPUT}); another GPU "
-                                 f"cannot help: {error}")
-        raise AzureMLJobFailed(f"{where} ended {kind} (job status {status}): {error}; "
-                               f"Studio: {event.get('studio_url') or 'n/a'}")
+            if status in states.QUEUED and (problems := AzureMLHook(settings.azureml_conn_id).compute_problems(
+                    settings.azureml_compute)):
+                raise AzureMLRefused(f"{where} never got a node: {'; '.join(problems)}; {studio}")
+        elif kind == "failed":
+            exit_code = jobs.exit_status(error)
+            if exit_code == EXIT_BAD_INPUT:
+                raise ScorerRejected(f"{where}: the scorer refused its input (exit {EXIT_BAD_INPUT}); another GPU "
+                                     f"cannot help: {error}")
+            if event.get("error_code") == states.USER_ERROR and exit_code is None:
+                # Not the scorer's own exit but the job's set-up: the image, the data access, the
+                # environment. Every other chunk's job meets the same: no retries.
+                raise AzureMLRefused(f"{where} failed before the scorer ran, as every job of this run would "
+                                     f"(job status {status}): {error}; {studio}")
+        raise AzureMLJobFailed(f"{where} ended {kind} (job status {status}): {error}; {studio}")
 
     def cancel(self, task: ChunkTask) -> None:
         if self._job_name and AzureMLHook(load_settings().azureml_conn_id).cancel_job(self._job_name):
             log.warning("%s: cancelled Azure ML job %s", task.chunk_label, self._job_name)
+
+    def cancel_leftovers(self, tasks: list[ChunkTask], run_id: str) -> list[str]:
+        """Every job of the run's chunks still in flight once all chunk tasks have ended: the job
+        of a chunk marked failed before its trigger started (Airflow never calls on_kill then)."""
+        hook, cancelled = AzureMLHook(load_settings().azureml_conn_id), []
+        for task in tasks:
+            for name in jobs.job_names(hook, task, run_id):
+                if hook.cancel_job(name):
+                    log.warning("%s: cancelled Azure ML job %s, left running by a chunk that ended", task.where,
+                                name)
+                    cancelled.append(name)
+        return cancelled
 
     @staticmethod
     def _result(store: BlobStore, task: ChunkTask) -> dict | None:

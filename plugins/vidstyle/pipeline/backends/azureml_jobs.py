@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vidstyle.hooks.azureml import COMPLETED, NOT_RESPONDING, ON_NODE, PAUSED, QUEUED, UNKNOWN
+from vidstyle.hooks.azureml import COMPLETED, NOT_RESPONDING, ON_NODE, PAUSED, PREPARING, QUEUED, UNKNOWN
 from vidstyle.pipeline.backends.base import ChunkTask, scorer_args
 from vidstyle.pipeline.environment import environment_version
 from vidstyle.pipeline.models import AZUREML, BUILTIN, WASB, ModelRef
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # A retry takes over a job that can still finish. Not one being cancelled: it will end Canceled,
 # and waiting for that only to submit afresh costs a failed try.
-REATTACH = QUEUED | ON_NODE | {NOT_RESPONDING, PAUSED, UNKNOWN}
+REATTACH = QUEUED | ON_NODE | {PREPARING, NOT_RESPONDING, PAUSED, UNKNOWN}
 # How Azure ML words a non-zero exit of the job's process; 2 is the scorer refusing its input.
 EXIT_STATUS = re.compile(r"exited with (?:status )?code:? ?(\d+)", re.IGNORECASE)
 
@@ -153,6 +153,16 @@ def _choice(setting: str, value: str, options: dict[str, Any]) -> Any:
     if value not in options:
         raise ValueError(f"{setting} must be one of {', '.join(options)}, not {value!r}")
     return options[value]
+
+
+def job_names(hook: AzureMLHook, task: ChunkTask, run_id: str) -> list[str]:
+    """The names of every job submitted for this chunk in this run, oldest first."""
+    base, names = base_name(task, run_id), []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        if hook.get_job(f"{base}-{attempt}") is None:
+            break
+        names.append(f"{base}-{attempt}")
+    return names
 
 
 def submit_or_reattach(hook: AzureMLHook, task: ChunkTask, run_id: str, make_job: Callable[[str], Any],

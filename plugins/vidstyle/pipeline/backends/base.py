@@ -53,6 +53,8 @@ class WaitForJob:
     not_responding_grace: float
     poll_seconds: float
     max_poll_seconds: float
+    prepare_timeout: float = 3600.0
+    cancel_wait: float = 900.0
     note: str = ""
 
     def trigger_kwargs(self) -> dict:
@@ -86,6 +88,11 @@ class ComputeBackend(ABC):
 
     def cancel(self, task: ChunkTask) -> None:
         """Stop work in flight when the task is killed or marked failed."""
+
+    def cancel_leftovers(self, tasks: list[ChunkTask], run_id: str) -> list[str]:
+        """Once every chunk task of a run has ended: stop remote work still running for any of
+        them (a chunk marked failed before its wait began). Returns what was stopped."""
+        return []
 
 
 def scorer_args(task: ChunkTask, model: str, input_dir: str, output_dir: str, result: str,
