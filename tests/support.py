@@ -52,3 +52,13 @@ def cut_chunks(video: Path, folder: Path, chunk_frames: int = 1000, output_heigh
     chunks = Cutter(video, info, index, video.name, chunk_frames, geometry,
                     Encoding(frame_rate=info.frame_rate, sar=geometry.sar), folder / ".cut", emit).run()
     return [folder / f"{c.index}" for c in chunks]
+
+
+def upload_with_event(store, path: Path, blob: str, settings=None) -> None:
+    """Upload as a media team's tool would, and post the blob-created event Event Grid would write
+    to the arrivals queue (Azurite emits none)."""
+    from vidstyle.pipeline.arrivals import announce
+    from vidstyle.pipeline.settings import load_settings
+
+    store.upload(path, blob)
+    announce(store, settings or load_settings(), blob)

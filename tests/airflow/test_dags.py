@@ -87,6 +87,48 @@ def test_chunk_tasks_go_to_the_scoring_queue_when_one_is_set(monkeypatch):
     assert dag.get_task("stylize_chunk").queue == "gpu" and dag.get_task("split").queue == "default"
 
 
+@pytest.fixture
+def listing(monkeypatch):
+    """The listing watcher (``arrivals = listing``), for stores without Event Grid."""
+    monkeypatch.setenv("AIRFLOW__VIDSTYLE__ARRIVALS", "listing")
+
+
+def test_arrivals_are_scheduled_on_the_uploads_asset_watched_through_the_storage_queue():
+    from airflow.sdk import Asset
+
+    from vidstyle.airflow.triggers.blob_events import StorageQueueEventTrigger
+
+    dag = load_dag("video_arrivals")
+    settings = load_settings()
+    [asset] = [a for a in dag.timetable.asset_condition.objects if isinstance(a, Asset)]
+    [watcher] = asset.watchers
+    assert asset.name == "video_uploads" and isinstance(watcher.trigger, StorageQueueEventTrigger)
+    kwargs = watcher.trigger.serialize()[1]
+    assert kwargs["queue"] == f"{settings.container}-arrivals" and kwargs["input_prefix"] == "incoming/"
+    assert [t.task_id for t in dag.tasks if not t.upstream_task_ids] == ["read_arrivals"]
+    assert asset in dag.get_task("read_arrivals").inlets
+
+
+def test_arrivals_on_service_bus_use_the_providers_trigger(monkeypatch):
+    from airflow.providers.microsoft.azure.triggers.message_bus import AzureServiceBusQueueTrigger
+
+    monkeypatch.setenv("AIRFLOW__VIDSTYLE__ARRIVALS", "service_bus")
+    monkeypatch.setenv("AIRFLOW__VIDSTYLE__ARRIVALS_QUEUE", "blob-events")
+    [asset] = load_dag("video_arrivals").timetable.asset_condition.objects
+    trigger = asset.watchers[0].trigger
+    assert isinstance(trigger, AzureServiceBusQueueTrigger) and trigger.queues == ["blob-events"]
+    assert trigger.connection_id == "azure_service_bus_default"
+
+
+def test_an_unknown_arrivals_setting_is_refused_by_name(monkeypatch):
+    from vidstyle.airflow.arrivals import watcher_trigger
+    from vidstyle.pipeline.settings import Settings
+
+    with pytest.raises(ValueError, match="'sftp' has no queue to watch"):
+        watcher_trigger(Settings(arrivals="sftp"))
+
+
+@pytest.mark.usefixtures("listing")
 def test_watcher_begins_with_a_deferrable_wasb_sensor():
     from airflow.providers.microsoft.azure.sensors.wasb import WasbPrefixSensor
 
@@ -152,6 +194,7 @@ def test_the_api_accepts_a_good_form(api):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("listing")
 def test_watcher_starts_exactly_one_run_per_uploaded_video(store, tmp_path):
     f = tmp_path / "clip.mp4"
     for i in range(20):

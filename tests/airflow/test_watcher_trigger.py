@@ -100,6 +100,7 @@ def test_watcher_run_defers_until_a_video_arrives(store, tmp_path, monkeypatch):
     """dag.test() runs the deferred trigger inline; an upload while it waits completes the run."""
     from vidstyle.cli.localrun import load_dag
 
+    monkeypatch.setenv("AIRFLOW__VIDSTYLE__ARRIVALS", "listing")
     monkeypatch.setenv("AIRFLOW__VIDSTYLE__SENSOR_POKE_SECONDS", "2")
     f = tmp_path / "late.mp4"
     f.write_bytes(b"arrives late")

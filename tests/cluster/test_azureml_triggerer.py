@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.test_cluster import CLUSTER, cluster, sql, wait_for
-from tests.support import ROOT, make_video
+from tests.support import ROOT, make_video, upload_with_event
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.environment import environment_version
 from vidstyle.pipeline.layout import Layout
@@ -149,7 +149,8 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
     assert "2 slots, counting deferred tasks" in done.stdout, done.stdout
 
     blob = "incoming/azureml/clip.mp4"
-    store.upload(make_video(tmp_path / "clip.mp4", seconds=FRAMES * 1001 / 30000, size="96x64"), blob)
+    upload_with_event(store, make_video(tmp_path / "clip.mp4", seconds=FRAMES * 1001 / 30000, size="96x64"), blob,
+                      Settings(container=store.container))
     run_id = wait_for("the video's run", lambda: (sql(env, "select run_id from dag_run where dag_id = "
                                                             "'video_stylize'") or [[None]])[0][0], 600)
     restart_the_triggerer_midway(env, run_id)

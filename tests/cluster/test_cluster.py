@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.support import make_video
+from tests.support import make_video, upload_with_event
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.identity import find_videos
 from vidstyle.pipeline.layout import Layout
@@ -95,7 +95,7 @@ def test_twenty_videos_on_two_workers_survive_a_lost_worker_and_a_scheduler_rest
     sources = {}
     for i in range(VIDEOS):  # each its own content: 30 to 49 frames, two or three chunks
         path = make_video(tmp_path / f"upload-{i:02d}.mp4", seconds=(30 + i) * 1001 / 30000, size="96x64")
-        store.upload(path, f"incoming/batch/upload-{i:02d}.mp4")
+        upload_with_event(store, path, f"incoming/batch/upload-{i:02d}.mp4", _settings(env))
         sources[f"incoming/batch/upload-{i:02d}.mp4"] = path
 
     # A worker lost mid-chunk: once both have done work, wait until one is scoring, then kill it

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.cluster.test_cluster import CLUSTER, cluster, sql, wait_for
-from tests.support import make_video
+from tests.support import make_video, upload_with_event
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.identity import current_video
 from vidstyle.pipeline.layout import Layout
@@ -128,7 +128,8 @@ def up(env, tmp_path_factory):
 
 def upload_and_wait_for_its_chunks(env: dict, store: BlobStore, blob: str, tmp_path) -> tuple:
     """An upload, the watcher's run for it, and that run scoring its chunks."""
-    store.upload(make_video(tmp_path / "v.mp4", seconds=FRAMES * 1001 / 30000, size="96x64", audio=False), blob)
+    upload_with_event(store, make_video(tmp_path / "v.mp4", seconds=FRAMES * 1001 / 30000, size="96x64",
+                                        audio=False), blob, Settings(container=store.container))
     video = current_video(store, blob)
     run_id = wait_for("the watcher's run", lambda: runs_of(env, video.video_id), 300)[0]
     wait_for("the run in its chunks", lambda: scoring(env, run_id), 600, every=0.5)

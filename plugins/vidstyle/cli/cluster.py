@@ -181,8 +181,9 @@ def start(workers: int, env: dict[str, str]) -> None:
         if done.returncode != 0:
             raise SystemExit(f"[cluster] db migrate failed:\n{(done.stdout + done.stderr)[-3000:]}")
         (airflow_home / ".migrated").touch()
-    subprocess.run([sys.executable, "-m", "vidstyle.cli.main", "pool"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    for command in ("pool", "queue"):
+        subprocess.run([sys.executable, "-m", "vidstyle.cli.main", command], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
     for name in [*CORE, *(f"worker{n}" for n in range(1, workers + 1))]:
         start_one(name, env)
     wait_for_api(env["VIDSTYLE_CLUSTER_API_PORT"])
@@ -193,6 +194,7 @@ def drop(env: dict[str, str]) -> None:
     """The cluster's database and container gone (a test cluster's)."""
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
 
     for name in members():
         stop(name)
@@ -200,6 +202,11 @@ def drop(env: dict[str, str]) -> None:
     with contextlib.suppress(ResourceNotFoundError):
         BlobServiceClient.from_connection_string("UseDevelopmentStorage=true").delete_container(
             env["AIRFLOW__VIDSTYLE__CONTAINER"])
+    queues = QueueServiceClient.from_connection_string("UseDevelopmentStorage=true")
+    arrivals = env.get("AIRFLOW__VIDSTYLE__ARRIVALS_QUEUE") or f"{env['AIRFLOW__VIDSTYLE__CONTAINER']}-arrivals"
+    for queue in (arrivals, f"{arrivals}-poison"):
+        with contextlib.suppress(ResourceNotFoundError):
+            queues.delete_queue(queue)
     (Path(env["AIRFLOW_HOME"]) / ".migrated").unlink(missing_ok=True)
 
 

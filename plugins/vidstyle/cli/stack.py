@@ -26,7 +26,8 @@ from pathlib import Path
 
 from vidstyle.cli import local
 
-AZURITE_PORTS = {"blob": 10000}
+AZURITE_PORTS = {"blob": 10000, "queue": 10001}
+PIDFILES = {"blob": "azurite.pid", "queue": "azurite-queue.pid"}  # the blob one as before
 
 
 def say(what: str, tag: str = "services") -> None:
@@ -59,32 +60,39 @@ def azurite_data() -> Path:
 
 
 def start_azurite() -> None:
-    if all(listening(p) for p in AZURITE_PORTS.values()):
-        say("already listening on 127.0.0.1:10000", "azurite")
-        return
-    program = shutil.which("azurite-blob", path=os.pathsep.join([str(local.tools_bin()), os.environ["PATH"]]))
-    if not program:
-        raise SystemExit("[azurite] azurite-blob is not installed: run ./scripts/bootstrap.sh (npm install azurite)")
+    """Azurite's blob service and its queue service (the arrivals queue), each its own process."""
     data = azurite_data()
     data.mkdir(parents=True, exist_ok=True)
-    with open(data / "azurite.log", "ab") as log:
-        proc = subprocess.Popen([program, "--blobHost", "127.0.0.1", "--blobPort", str(AZURITE_PORTS["blob"]),
-                                 "--location", str(data), "--disableTelemetry", "--skipApiVersionCheck", "--loose"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    (data / "azurite.pid").write_text(str(proc.pid))
-    if not wait_until(lambda: all(listening(p) for p in AZURITE_PORTS.values()), 30):
-        raise SystemExit(f"[azurite] did not start; log: {(data / 'azurite.log').read_text()[-2000:]}")
-    say(f"listening on 127.0.0.1:10000 (data in {data})", "azurite")
+    for service, port in AZURITE_PORTS.items():
+        if listening(port):
+            say(f"{service} service already listening on 127.0.0.1:{port}", "azurite")
+            continue
+        program = shutil.which(f"azurite-{service}",
+                               path=os.pathsep.join([str(local.tools_bin()), os.environ["PATH"]]))
+        if not program:
+            raise SystemExit(f"[azurite] azurite-{service} is not installed: run ./scripts/bootstrap.sh "
+                             "(npm install azurite)")
+        with open(data / f"azurite-{service}.log", "ab") as log:
+            proc = subprocess.Popen([program, f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port),
+                                     "--location", str(data), "--disableTelemetry", "--skipApiVersionCheck",
+                                     "--loose"],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        (data / PIDFILES[service]).write_text(str(proc.pid))
+        if not wait_until(lambda port=port: listening(port), 30):
+            raise SystemExit(f"[azurite] the {service} service did not start; log: "
+                             f"{(data / f'azurite-{service}.log').read_text()[-2000:]}")
+        say(f"{service} service listening on 127.0.0.1:{port} (data in {data})", "azurite")
 
 
 def stop_azurite() -> None:
-    pidfile = azurite_data() / "azurite.pid"
-    if pidfile.is_file():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            say("stopped", "azurite")
-        pidfile.unlink()
+    for service, name in PIDFILES.items():
+        pidfile = azurite_data() / name
+        if pidfile.is_file():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+                say(f"{service} service stopped", "azurite")
+            pidfile.unlink()
 
 
 # -- PostgreSQL and Redis --------------------------------------------------------------------------
@@ -234,6 +242,16 @@ def start_local(env: dict[str, str]) -> None:
         start_postgres()
     migrate(env)
     ensure_pool(load_settings())
+    ensure_arrivals_queue()
+
+
+def ensure_arrivals_queue() -> None:
+    """The queue the arrivals watcher reads (and its poison queue), where the settings use one."""
+    from vidstyle.pipeline.arrivals import ensure_queue
+    from vidstyle.pipeline.settings import load_settings
+
+    for name in ensure_queue(load_settings()):
+        say(f"created queue {name}", "arrivals")
 
 
 def migrate(env: dict[str, str]) -> None:

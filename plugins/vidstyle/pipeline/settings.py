@@ -30,7 +30,14 @@ class Settings:
     scoring_pool: str = "scoring"
     scoring_pool_slots: int = 0  # chunks scoring at once; 0: 1 on the local backend, on Azure ML see pool_slots
     scoring_queue: str = ""  # the Celery queue of the chunk tasks (workers with a GPU, say); empty: the default
-    sensor_poke_seconds: int = 30
+    sensor_poke_seconds: int = 30  # the listing watcher's interval (arrivals = "listing")
+    # How uploads are found (README "Arrivals"): "storage_queue" (Event Grid's blob-created events
+    # in a Storage Queue, on the WASB connection), "service_bus" (the same events in a Service Bus
+    # queue, the provider's trigger) or "listing" (the store listed, for stores without Event Grid).
+    arrivals: str = "storage_queue"
+    arrivals_queue: str = ""  # empty: "<container>-arrivals"
+    arrivals_conn_id: str = ""  # empty: wasb_conn_id (storage_queue) or azure_service_bus_default
+    arrivals_poll_seconds: float = 5.0  # how often an empty queue is asked again
     azure_http_logging: bool = False  # log every Azure SDK request's headers (read at import, see vidstyle.hooks)
     claim_poke_seconds: int = 30  # how often a run waiting for another one writing its result looks again
     max_frames: int = 500_000
@@ -100,6 +107,20 @@ def load_settings() -> Settings:
         else:
             values[f.name] = conf.get(SECTION, f.name)
     return Settings(**values)
+
+
+ARRIVALS = ("storage_queue", "service_bus", "listing")
+
+
+def arrivals_queue(settings: Settings) -> str:
+    """The queue Event Grid writes the blob-created events to."""
+    return settings.arrivals_queue or f"{settings.container}-arrivals"
+
+
+def arrivals_conn_id(settings: Settings) -> str:
+    if settings.arrivals_conn_id:
+        return settings.arrivals_conn_id
+    return settings.wasb_conn_id if settings.arrivals == "storage_queue" else "azure_service_bus_default"
 
 
 def pool_slots(settings: Settings) -> int:
