@@ -31,9 +31,10 @@ local.apply()
 def azurite() -> None:
     from vidstyle.cli.stack import listening
 
-    if not listening(10000):
-        pytest.exit("Azurite is not listening on 127.0.0.1:10000: start it with `vidstyle azurite start`",
-                    returncode=2)
+    for port, service in ((10000, "blob"), (10001, "queue")):
+        if not listening(port):
+            pytest.exit(f"Azurite's {service} service is not listening on 127.0.0.1:{port}: start it with "
+                        "`vidstyle azurite start`", returncode=2)
 
 
 @pytest.fixture(scope="session")

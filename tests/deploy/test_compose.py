@@ -100,3 +100,4 @@ def test_airflow_init_makes_the_pool_counting_deferred_tasks_at_the_size_compose
     [pool] = [p for p in json.loads(pools.stdout) if p["pool"] == "scoring"]
     assert int(pool["slots"]) == int(settings["AIRFLOW__VIDSTYLE__SCORING_POOL_SLOTS"]) == 2
     assert str(pool["include_deferred"]) == "True"
+    assert "videos-arrivals: " in done.stdout  # the queue Event Grid (here: vidstyle upload) writes to

@@ -65,6 +65,7 @@ def test_every_class_the_values_name_imports(values):
 def test_the_migration_job_makes_the_pool_the_one_way(values):
     job = values["migrateDatabaseJob"]
     assert job["enabled"] is True and "airflow db migrate" in job["args"][0] and "vidstyle pool" in job["args"][0]
+    assert "vidstyle queue" in job["args"][0]
     assert "pools set" not in VALUES.read_text()
 
 

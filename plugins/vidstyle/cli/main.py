@@ -72,6 +72,8 @@ COMMANDS: dict[str, tuple[str, Callable[[], tuple[Options, Run]]]] = {
                   function("scoring.benchmark", "add_arguments", "run")),
     "pipeline-benchmark": ("the whole DAG on generated 720p and 1080p videos: time, disk, memory, bytes",
                            module("vidstyle.cli.pipeline_benchmark")),
+    "arrivals-benchmark": ("finding uploads by listing and by event, at 1,000 to 100,000 videos: requests, "
+                           "check time, delay", module("vidstyle.cli.arrivals_benchmark")),
     "train-filter": ("train a TransformerNet on the procedural pop-art filter (offline)",
                      function("scoring.train_filter", "add_arguments", "run")),
     "train-style": ("train a TransformerNet on a painting (Johnson et al.'s perceptual losses)",

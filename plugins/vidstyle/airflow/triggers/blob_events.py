@@ -45,7 +45,8 @@ def visibility_seconds() -> int:
     to be stored (``[triggerer] shared_stream_ack_timeout``), so it never shows twice while read."""
     from airflow.configuration import conf
 
-    return int(conf.getfloat("triggerer", "shared_stream_ack_timeout", fallback=300.0)) + 60
+    ack = conf.getfloat("triggerer", "shared_stream_ack_timeout", fallback=300.0)
+    return int(ack + max(10.0, ack / 5))
 
 
 class StorageQueueProducer(SharedStreamProducer):
