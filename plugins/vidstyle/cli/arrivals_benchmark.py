@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -91,7 +92,7 @@ class Azurite:
 def fill(target: int, have: int, settings) -> None:
     """Archive videos (tiny blobs: the watcher reads names, never bytes), each with its ledger
     entry, from ``have`` up to ``target``."""
-    from azure.storage.blob import BlobServiceClient
+    from azure.storage.blob import BlobServiceClient, ContentSettings
 
     from vidstyle.pipeline.identity import Video
     from vidstyle.pipeline.layout import Layout
@@ -101,8 +102,10 @@ def fill(target: int, have: int, settings) -> None:
 
     def one(i: int) -> None:
         blob = f"{settings.input_prefix}archive/{i // 1000:03d}/video-{i:06d}.mp4"
-        props = container.upload_blob(blob, f"video {i}".encode(), overwrite=True)
-        video = Video(CONTAINER, blob, str(props["etag"]).strip('"'))
+        data = f"video {i}".encode()
+        md5 = hashlib.md5(data).digest()  # the content version the watcher reads back
+        container.upload_blob(blob, data, overwrite=True, content_settings=ContentSettings(content_md5=md5))
+        video = Video(CONTAINER, blob, md5.hex())
         container.upload_blob(layout.state(video.video_id), b'{"status": "succeeded"}', overwrite=True)
 
     with ThreadPoolExecutor(16) as pool:

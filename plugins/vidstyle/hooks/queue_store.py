@@ -43,13 +43,25 @@ def _credential(credential: Any) -> Any:
     return credential
 
 
+def _connection_string(extra: dict) -> str | None:
+    """A connection string names its queue endpoint itself (Azurite's too, on any port)."""
+    return extra.get("connection_string") or extra.get("extra__wasb__connection_string")
+
+
 def queue_service(conn_id: str) -> QueueServiceClient:
-    blobs = WasbHook(wasb_conn_id=conn_id).blob_service_client
+    hook = WasbHook(wasb_conn_id=conn_id)
+    if conn_str := _connection_string(hook.get_connection(conn_id).extra_dejson):
+        return QueueServiceClient.from_connection_string(conn_str)
+    blobs = hook.blob_service_client
     return QueueServiceClient(account_url=queue_url(blobs.url), credential=_credential(blobs.credential))
 
 
 async def async_queue_service(conn_id: str) -> AsyncQueueServiceClient:
     """For the triggerer: the async client, on the async WASB hook's credential."""
+    from airflow.providers.common.compat.connection import get_async_connection
+
+    if conn_str := _connection_string((await get_async_connection(conn_id)).extra_dejson):
+        return AsyncQueueServiceClient.from_connection_string(conn_str)
     blobs = await WasbAsyncHook(wasb_conn_id=conn_id).get_async_conn()
     return AsyncQueueServiceClient(account_url=queue_url(blobs.url), credential=_credential(blobs.credential))
 

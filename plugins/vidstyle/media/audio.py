@@ -20,6 +20,7 @@ from vidstyle.media.probe import MP4_AUDIO, MediaError, open_input, skip_samples
 
 AAC_BITRATE_PER_CHANNEL = 96_000
 AAC_MAX_BITRATE = 512_000
+USUAL_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 def extract_audio(source: Path, out: Path, origin: Fraction) -> str:
@@ -47,7 +48,8 @@ def audio_packets(container: av.container.InputContainer, stream: av.audio.strea
     the last one cut to where the stream is last heard: its stated end (an MP4 edit list's) or
     else its padding (Matroska's discard padding). MP4 ends an audio track at its last packet's
     end, so that cut is what keeps the length exact."""
-    rate, tb, stated_end = stream.codec_context.sample_rate, Fraction(stream.time_base), stream_end(stream)
+    rate, tb = stream.codec_context.sample_rate, Fraction(stream.time_base)
+    stated_end = stream_end(stream, container.format.name.split(",")[0])
     for packet, last in _with_last(p for p in container.demux(stream) if p.size and p.pts is not None):
         start = packet.pts * tb
         duration = packet.duration * tb if packet.duration else Fraction(stream.codec_context.frame_size or 0, rate)
@@ -74,6 +76,8 @@ def _encode(inp: av.container.InputContainer, stream: av.audio.stream.AudioStrea
             dst: av.container.OutputContainer, origin: Fraction) -> None:
     ctx = stream.codec_context
     layout = ctx.layout.name if ctx.channels <= 8 else "7.1"
+    if "channels" in layout:  # unspecified order ("1 channels": PCM in AVI): the usual one for the count
+        layout = USUAL_LAYOUTS[min(ctx.channels, 8)]
     out = dst.add_stream("aac", rate=ctx.sample_rate, layout=layout)
     out.bit_rate = min(AAC_MAX_BITRATE, AAC_BITRATE_PER_CHANNEL * min(ctx.channels, 8))
     resampler = av.AudioResampler(format="fltp", layout=layout, rate=ctx.sample_rate,

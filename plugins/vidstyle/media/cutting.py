@@ -16,6 +16,7 @@ however long the video.
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -75,8 +76,16 @@ class Cutter:
     def run(self) -> list[Chunk]:
         if self.info.mode == "copy":
             chunks = keyframe_chunks(self.info, self.chunk_frames)
-            self._copy(chunks)
-            return chunks
+            try:
+                self._copy(chunks)
+                return chunks
+            except (av.FFmpegError, CopyCutError, ValueError) as exc:
+                # What only the muxer (or reading the piece back) can tell: a source that
+                # decodes is re-encoded per chunk instead of lost. Pieces already handed on are
+                # written again under the same names.
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.info.mode = "transcode"
+                self.info.mode_reason = f"the copy cut failed ({_reason(exc)}); re-encoded per chunk"
         select_time_base, select = self._transcode()
         chunks = plan_chunks(self.info.frames, self.chunk_frames)
         for chunk in chunks:
@@ -127,6 +136,8 @@ class Cutter:
                 for i in [i for i in holders if ranges[i][1] == position]:
                     pieces.pop(i).close()
                     chunk = chunks[i]
+                    _check_piece(self._dir(i) / PIECE_NAME, self.info.pts[chunk.start:chunk.end], self.info.tb,
+                                 chunk.label)
                     self._emit_spec(chunk, self.info.time_base, self.info.pts[chunk.start:chunk.end])
                     self.emit(i, PIECE_NAME, self._dir(i) / PIECE_NAME)
         if pieces or waiting:
@@ -163,6 +174,26 @@ class Cutter:
     def _close_mezzanine(self, mezzanine: Mezzanine, index: int) -> None:
         mezzanine.close()
         self.emit(index, PIECE_NAME, self._dir(index) / PIECE_NAME)
+
+
+class CopyCutError(RuntimeError):
+    """A stream-copied piece does not hold the frames or times the plan gives its chunk."""
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, CopyCutError) else f"{type(exc).__name__}: {exc}"
+
+
+def _check_piece(path: Path, pts: list[int], tb: Fraction, label: str) -> None:
+    """Read a piece back (packets only): every frame of its chunk is there, at its source time."""
+    with open_input(path) as container:
+        stream = video_stream(container)
+        piece_tb = Fraction(stream.time_base)
+        got = {round(p.pts * piece_tb / tb) for p in container.demux(stream) if p.size and p.pts is not None}
+    missing = [p for p in pts if p not in got]
+    if missing:
+        raise CopyCutError(f"chunk {label}'s piece lacks {len(missing)} of its {len(pts)} frames, the first at "
+                           f"{float(missing[0] * tb):.6f} s")
 
 
 def _clone(packet: av.Packet) -> av.Packet:
@@ -209,17 +240,29 @@ class Mezzanine:
 
 
 def _decoded_timing(info: SourceInfo, stamps: list[int], rate: Fraction) -> tuple[list[int], list[int]]:
-    """Decoded frames' times in display order. A container that stamps packets in decode order
-    (AVI) has its frame slots (packet dts, which the probe read) as the times. Frames with no
-    time at all are spaced at the nominal rate."""
+    """Decoded frames' times, in the order the decoder shows them. A container that stamps
+    packets in decode order (AVI) has its frame slots (packet dts, which the probe read) as the
+    times. Frames with no time are spaced at the nominal rate after the one before. Times that
+    go backwards or repeat are refused: no order of the frames would be the source's."""
     step = round(1 / (rate * info.tb)) or 1
     if info.container in UNTIMED_FORMATS and len(info.pts) == len(stamps):
         stamps = info.pts
-    elif any(s < 0 for s in stamps):
+    elif all(s < 0 for s in stamps):
         stamps = [i * step for i in range(len(stamps))]
-    stamps = sorted(stamps)
-    if any(b <= a for a, b in itertools.pairwise(stamps)):
-        raise MediaError("several frames share a timestamp; the file is damaged")
+    elif any(s < 0 for s in stamps):
+        filled: list[int] = []
+        for s in stamps:
+            filled.append(s if s >= 0 else (filled[-1] + step if filled else 0))
+        stamps = filled
+    for i, (a, b) in enumerate(itertools.pairwise(stamps), 1):
+        if b == a:
+            raise MediaError(f"frames {i - 1} and {i} share a timestamp ({float(a * info.tb):.6f} s): "
+                             "the file is damaged")
+        if b < a:
+            raise MediaError(f"its timestamps go backwards: frame {i} is timed at {float(b * info.tb):.6f} s, "
+                             f"before frame {i - 1} at {float(a * info.tb):.6f} s (a recording restarted "
+                             "or files joined without fixing their times); remux it with new timestamps")
     durations = [b - a for a, b in itertools.pairwise(stamps)]
-    last = info.durations[-1] if info.durations and info.mode == "copy" else step
-    return stamps, [*durations, last]
+    # The last frame keeps its stated duration where the probe's times are these.
+    stated = info.durations[-1] if info.pts and info.pts[-1] == stamps[-1] and len(info.pts) == len(stamps) else 0
+    return stamps, [*durations, stated or step]

@@ -171,13 +171,14 @@ def probe(path: Path, max_gop: int) -> tuple[SourceInfo, PacketIndex]:
         # AVI stamps packets in decode order: their dts are the frame slots, the pts meaningless.
         untimed = container.format.name.split(",")[0] in UNTIMED_FORMATS
         try:
-            packets = [(p.dts if untimed else p.pts, p.is_keyframe, p.is_discard, p.duration)
+            packets = [(p.dts if untimed else p.pts, p.is_keyframe, p.is_discard, p.duration, p.dts)
                        for p in container.demux(stream) if p.size]
         except av.FFmpegError as exc:
             raise MediaError(f"the video stream cannot be read ({_error(exc)})") from exc
         if not packets:
             raise MediaError("the video stream has no frames")
-        info, index = _timing(container.format.name.split(",")[0], stream, packets, stream_end(stream))
+        name = container.format.name.split(",")[0]
+        info, index = _timing(name, stream, packets, stream_end(stream, name))
         _read_first_frame(path, info)
         info.audio = audio_info(path) if audio is not None else None
     info.mode, info.mode_reason = _mode(info, packets, max_gop)
@@ -187,7 +188,7 @@ def probe(path: Path, max_gop: int) -> tuple[SourceInfo, PacketIndex]:
 def _timing(container_name: str, stream: av.video.stream.VideoStream, packets: list[tuple],
             end: int | None) -> tuple[SourceInfo, PacketIndex]:
     """Frames are the packets the demuxer does not mark discarded (an edit list's cut), by pts."""
-    shown = [(pts, dur) for pts, _, discard, dur in packets if not discard]
+    shown = [(pts, dur) for pts, _, discard, dur, _ in packets if not discard]
     if not shown:
         raise MediaError("no frame of the video stream is shown (the edit list cuts them all)")
     timed = all(pts is not None for pts, _ in shown)
@@ -200,8 +201,8 @@ def _timing(container_name: str, stream: av.video.stream.VideoStream, packets: l
     for r, i in enumerate(order):
         rank[i] = r
     display = iter(rank)
-    shown_at = [-1 if discard else next(display) for _, _, discard, _ in packets]
-    keyframes = sorted(shown_at[i] for i, (_, key, discard, _) in enumerate(packets) if key and not discard)
+    shown_at = [-1 if discard else next(display) for _, _, discard, _, _ in packets]
+    keyframes = sorted(shown_at[i] for i, (_, key, discard, _, _) in enumerate(packets) if key and not discard)
     rate = _nominal_rate(stream, pts)
     durations = [b - a for a, b in itertools.pairwise(pts)]
     # The last frame shows until the stream's stated end, else for its own packet's duration.
@@ -251,6 +252,10 @@ def _mode(info: SourceInfo, packets: list[tuple], max_gop: int) -> tuple[str, st
         return "transcode", "some frames carry no timestamp"
     if len(set(shown)) != len(shown):
         return "transcode", "some frames share a timestamp"
+    dts = [p[4] for p in packets if p[4] is not None]
+    back = next((i for i, (a, b) in enumerate(itertools.pairwise(dts), 1) if b <= a), None)
+    if back is not None:  # a muxer refuses such packets (stream-copy joins of clips at other rates)
+        return "transcode", f"decode timestamps go backwards at packet {back}"
     if info.longest_gop > max_gop:
         return "transcode", f"keyframes up to {info.longest_gop} frames apart (cut by copy up to {max_gop})"
     return "copy", f"keyframes at most {info.longest_gop} frames apart"
@@ -283,7 +288,8 @@ def audio_span(path: Path) -> tuple[Fraction, Fraction]:
     packet's end less its padding (Matroska's discard padding)."""
     with open_input(path) as container:
         stream = container.streams.audio[0]
-        tb, rate, stated_end = Fraction(stream.time_base), stream.codec_context.sample_rate, stream_end(stream)
+        tb, rate = Fraction(stream.time_base), stream.codec_context.sample_rate
+        stated_end = stream_end(stream, container.format.name.split(",")[0])
         first = last = None
         try:
             for packet in container.demux(stream):
@@ -302,10 +308,15 @@ def audio_span(path: Path) -> tuple[Fraction, Fraction]:
     return start, end
 
 
-def stream_end(stream: av.stream.Stream) -> int | None:
+# Containers whose stated stream durations are written, not guessed: MP4 and MOV (the edit
+# list's). Elsewhere (MPEG-TS, MPEG-PS) FFmpeg estimates a duration from the bit rate.
+STATED_DURATIONS = frozenset({"mov"})
+
+
+def stream_end(stream: av.stream.Stream, container: str = "mov") -> int | None:
     """When the container says the stream stops showing (ticks), if it says: an MP4's edit list
     does; a packet's own duration there counts in decode order, not display order."""
-    if stream.duration and stream.start_time is not None:
+    if container in STATED_DURATIONS and stream.duration and stream.start_time is not None:
         return stream.start_time + stream.duration
     return None
 
@@ -316,7 +327,7 @@ def video_times(path: Path) -> tuple[list[Fraction], Fraction]:
         stream = video_stream(container)
         tb = Fraction(stream.time_base)
         shown = sorted((p.pts, p.duration) for p in container.demux(stream) if p.size and not p.is_discard)
-        end = stream_end(stream)
+        end = stream_end(stream, container.format.name.split(",")[0])
     if not shown:
         raise MediaError("no video frames")
     return [pts * tb for pts, _ in shown], (end if end else shown[-1][0] + shown[-1][1]) * tb
