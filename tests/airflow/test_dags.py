@@ -489,3 +489,35 @@ def test_a_failed_chunk_names_the_video_the_chunk_and_the_cause(store):
 
 def test_video_ids_do_not_collide_across_containers():
     assert Video("a", "incoming/x.mp4", "v").video_id != Video("b", "incoming/x.mp4", "v").video_id
+
+
+@pytest.mark.timeout(600)
+def test_a_source_the_copy_cut_cannot_write_is_re_encoded_and_the_run_succeeds(store, tmp_path):
+    """ProRes in MOV plays everywhere, but NUT takes no ProRes by stream copy: the split falls
+    back to re-encoding, says so, and the run comes out frame-exact."""
+    from tests.media.corpus import CASES, decoded_times
+
+    (tmp_path / "make").mkdir()
+    src = next(c for c in CASES if c.name == "prores-mov").make(tmp_path / "make")
+    store.upload(src, "incoming/odd/prores.mov")
+    dr = load_dag("video_stylize").test(run_conf={"video_blob": "incoming/odd/prores.mov", "chunk_frames": 12})
+    states = task_states(dr)
+    assert str(dr.state) == "success" and states["split"] == ("success", 1), states
+    outputs = Layout(load_settings()).outputs("incoming/odd/prores.mov", Layout(load_settings()).default_output())
+    manifest = store.read_json(outputs["manifest"])
+    assert manifest["source"]["mode"] == "transcode", manifest["source"]
+    assert manifest["source"]["mode_reason"].startswith("the copy cut failed (ValueError: 'nut' format does not")
+    assert relative_times(store.download(outputs["video"], tmp_path / "out.mp4")) == decoded_times(src)
+
+
+@pytest.mark.timeout(600)
+def test_a_source_whose_times_go_backwards_fails_once_at_split_saying_so(store, tmp_path):
+    from tests.media.corpus import CASES
+
+    (tmp_path / "make").mkdir()
+    src = next(c for c in CASES if c.name == "ts-discontinuity").make(tmp_path / "make")
+    store.upload(src, "incoming/odd/pasted.ts")
+    dr = load_dag("video_stylize").test(run_conf={"video_blob": "incoming/odd/pasted.ts", "chunk_frames": 12})
+    states = task_states(dr)
+    assert str(dr.state) == "failed" and states["split"] == ("failed", 1), states
+    assert not any(k.startswith("stylize_chunk") and v[0] == "success" for k, v in states.items())
