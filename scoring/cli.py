@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scoring import gpu_check
 from scoring.chunk import EXIT_BAD_INPUT
 from scoring.flicker_figures import DEFAULT_EVERY
 
@@ -287,6 +288,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Comman
     "flicker": ("warping error (flicker) of a styled video against its source", add_flicker_arguments, cmd_flicker),
     "preview": ("before/after image of one photo", add_preview_arguments, cmd_preview),
     "models": ("list built-in models", lambda p: None, cmd_models),
+    "gpu-check": ("the scorer on this node's GPU in one go: benchmark, a 1080p chunk, NVENC (--cpu: the plumbing)",
+                  gpu_check.add_arguments, gpu_check.run),
 }
 
 

@@ -67,6 +67,8 @@ COMMANDS: dict[str, tuple[str, Callable[[], tuple[Options, Run]]]] = {
     "preview": ("before/after image of a model on one photo", scorer("preview")),
     "flicker": ("warping error (flicker) of a styled video, or of models on a video", scorer("flicker")),
     "models": ("list the built-in style models", scorer("models")),
+    "gpu-check": ("the scorer on this node's GPU in one go (benchmark, 1080p chunk, NVENC); --cpu: the plumbing",
+                  scorer("gpu-check")),
     "sample": ("make the demo's sample video (a pan over photos, with a chord)", module("vidstyle.media.sample")),
     "benchmark": ("the scoring benchmark: per-frame loop, forward pass alone, a chunk as the pipeline runs it",
                   function("scoring.benchmark", "add_arguments", "run")),
