@@ -33,7 +33,9 @@ def test_the_cpu_plumbing_runs_every_step_and_reports_each_figure(tmp_path):
     assert report["mode"] == "cpu plumbing" and report["machine"]["torch"]
     for kind in ("eager", "compiled"):
         b = report["benchmark"][kind]
-        assert b["compiled"] is (kind == "compiled") and b["baseline_fps"] > 0 and b["chunk_fps"] > 0
+        assert b["baseline_fps"] > 0 and b["chunk_fps"] > 0
+        if kind == "eager":  # compiled: the tiny --cpu chunk is under the size compiling pays for, so it may run eager
+            assert b["compiled"] is False
         assert b["deviation_max_255"] <= 3  # fp32 on both sides
     chunk = report["chunk"]
     assert chunk["frames"] == 8 and chunk["decode_fps"] > 0 and chunk["chunk_fps"] > 0 and chunk["encoder"]
