@@ -35,8 +35,11 @@ if ! "$uv" --version 2>/dev/null | grep -q " $UV_VERSION"; then
 fi
 
 # The one install command, from the one lock (the images run the same, with their extras).
+# Bytecode compiled at install, as in the images: a chunk's process imports torch, dynamo and
+# inductor, ~15 s from source each time where Python may not write its caches
+# (PYTHONDONTWRITEBYTECODE, a read-only install), ~3 s from bytecode.
 mkdir -p .cache
-if ! UV_PYTHON_DOWNLOADS=never "$uv" sync --locked --extra dev --python python3 >.cache/uv-sync.log 2>&1; then
+if ! UV_PYTHON_DOWNLOADS=never "$uv" sync --locked --compile-bytecode --extra dev --python python3 >.cache/uv-sync.log 2>&1; then
   tail -30 .cache/uv-sync.log >&2
   say "uv sync failed; full log in .cache/uv-sync.log"
   exit 1

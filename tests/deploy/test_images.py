@@ -64,6 +64,15 @@ def test_both_images_install_from_the_lock_by_the_native_setups_command():
         assert "pip install -r" not in " ".join(runs(name))  # no second way in
 
 
+def test_the_native_setup_and_both_images_install_bytecode():
+    """A chunk's process imports torch, dynamo and inductor: from source that is ~15 s more per
+    chunk wherever Python does not write its caches (a read-only install, PYTHONDONTWRITEBYTECODE)."""
+    assert re.search(r'"\$uv" sync [^\n]*--compile-bytecode', BOOTSTRAP)
+    for name in IMAGES:
+        text = IMAGES[name].read_text()
+        assert re.search(r"UV_COMPILE_BYTECODE=1\b", text), f"{name} image installs without bytecode"
+
+
 @pytest.mark.parametrize("name", sorted(IMAGES))
 def test_the_images_use_the_uv_of_the_native_setup(name):
     assert f"UV_VERSION={arg_default(name, 'UV_VERSION')}\n" in BOOTSTRAP

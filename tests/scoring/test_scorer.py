@@ -223,6 +223,21 @@ def test_auto_precision_on_a_cpu_is_bf16_only_where_it_runs_natively():
     assert pick_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
 
 
+@pytest.mark.parametrize("cap", ["AVX2", "avx512_core", "AVX2_VNNI"])
+def test_a_onednn_cap_below_bf16_makes_auto_fp32_on_any_cpu(monkeypatch, cap):
+    """How a CPU without bf16 is measured on one with it: oneDNN capped below AVX-512 BF16 would
+    emulate bf16, so auto must not choose it (on this project's bf16 machines it would)."""
+    from scoring.engine import cpu_has_native_bf16, pick_precision
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert not cpu_has_native_bf16()
+    assert pick_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    native = cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap at or above bf16 changes nothing
+    assert cpu_has_native_bf16() == native
+
+
 def test_precision_choices_are_checked():
     from scoring.engine import pick_precision
 
