@@ -196,6 +196,8 @@ def drop(env: dict[str, str]) -> None:
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueServiceClient
 
+    from vidstyle.hooks.queue_store import poison_queue
+
     for name in members():
         stop(name)
     stack.drop_database(env["VIDSTYLE_CLUSTER_DB"])
@@ -204,7 +206,7 @@ def drop(env: dict[str, str]) -> None:
             env["AIRFLOW__VIDSTYLE__CONTAINER"])
     queues = QueueServiceClient.from_connection_string("UseDevelopmentStorage=true")
     arrivals = env.get("AIRFLOW__VIDSTYLE__ARRIVALS_QUEUE") or f"{env['AIRFLOW__VIDSTYLE__CONTAINER']}-arrivals"
-    for queue in (arrivals, f"{arrivals}-poison"):
+    for queue in (arrivals, poison_queue(arrivals)):
         with contextlib.suppress(ResourceNotFoundError):
             queues.delete_queue(queue)
     (Path(env["AIRFLOW_HOME"]) / ".migrated").unlink(missing_ok=True)
