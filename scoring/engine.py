@@ -126,8 +126,8 @@ class Scorer:
     convolution weights prepacked for oneDNN) and tensors are channels-last, the layout those
     kernels want. Eager on a CPU stays NCHW, measured 26% faster than channels-last there.
     In fp32 on a CPU a TransformerNet runs rearranged (``scoring.inference_net``): the same
-    function in better-shaped convolutions, measured 1.3x eager and ~1.04x compiled on AVX2. Not
-    in bf16, where oneDNN's AMX kernels ran it 1.7x slower, nor on a GPU, where it is unmeasured."""
+    function in better-shaped convolutions, measured 1.2x compiled on AVX2. Not in bf16, where
+    it was 0.92x on AMX, nor on a GPU, where it is unmeasured."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
                  compile: bool = False) -> None:

@@ -6,23 +6,26 @@ the width-16 forward pass eager, ~35% compiled):
 - the upsampling layers upsample by 2 (nearest), reflect-pad by 1 and run a 3x3 convolution on
   the result, so over half of their multiplications repeat one on a copied pixel. Each of the
   four output phases (row and column parity) is a 2x2 convolution of the low-resolution input,
-  replicate-padded by 1 (reflecting an upsampled edge repeats the edge pixel). One 2x2
-  convolution with 4x the output channels gives all four, interleaved into the output: 4/9 of
-  the arithmetic, and no upsampled tensor.
+  replicate-padded by 1 (reflecting an upsampled edge repeats the edge pixel). One stride-2
+  transposed convolution gives all four, written interleaved: 4/9 of the arithmetic, and no
+  upsampled tensor.
 - the last layer is a 9x9 convolution with 3 output channels, filling 3 of a vector register's
   8 or 16 lanes. As 9 output channels per colour from a 1x9 convolution (one per kernel row),
   summed down the rows by a grouped 9x1 convolution, it keeps the vector units full.
 
 Both are sums of the same products in another order: outputs match the original to fp32
 rounding (tests/scoring/test_inference_net.py checks widths, depths and odd sizes). Measured on
-AVX2 (2026-12-02), fp32: 1.3x eager for widths 16 and 32, ~1.04x compiled, where inductor's
-interleave costs back most of the saving. Checkpoints keep the original layout; this is built
-from a loaded model.
+AVX2 (2026-12-02), fp32, compiled, alternating runs: 1.19x (width 16) and 1.20x (width 32);
+eager 1.16-1.3x. A 2x2 convolution to 4x the channels plus an interleave gave the same saving
+eager but only ~1.04x compiled: inductor's interleave cost it back. In bf16 on AMX the
+rearranged net was 0.92x, so the scorer uses it for fp32 only. Checkpoints keep the original
+layout; this is built from a loaded model.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -37,28 +40,26 @@ _PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],
                             [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
 
 
-class PhaseUpsampleConv(nn.Module):
-    """``UpsampleConvLayer(kernel 3, upsample 2)`` as one 2x2 convolution on the input."""
+class TransposedUpsampleConv(nn.Module):
+    """``UpsampleConvLayer(kernel 3, upsample 2)`` as one stride-2 transposed 4x4 convolution of
+    the input, replicate-padded by 1: output phase (a, b) takes tap (3 - a - 2t, 3 - b - 2u) for
+    its 2x2 window's pixel (t, u), and the transposed convolution writes the phases interleaved."""
 
     def __init__(self, layer: UpsampleConvLayer) -> None:
         super().__init__()
         weight, bias = layer.conv2d.weight.detach(), layer.conv2d.bias.detach()
-        self.out_channels, in_channels = weight.shape[:2]
         taps = _PHASE_TAPS.to(weight)
-        # Phase-major channels, (row parity, column parity, out channel): in channels-last memory
-        # each phase's output channels lie together, so the interleave copies whole vectors.
-        phases = torch.einsum("aip,ocpq,bjq->abocij", taps, weight, taps)
-        self.conv = nn.Conv2d(in_channels, 4 * self.out_channels, 2)
-        self.conv.weight = nn.Parameter(phases.reshape(4 * self.out_channels, in_channels, 2, 2).contiguous(),
-                                        requires_grad=False)
-        self.conv.bias = nn.Parameter(bias.repeat(4), requires_grad=False)
+        phases = torch.einsum("aip,ocpq,bjq->abocij", taps, weight, taps)  # [a, b, out, in, t, u]
+        kernel = weight.new_empty(weight.shape[1], weight.shape[0], 4, 4)  # transposed: [in, out, kh, kw]
+        for a, b, t, u in itertools.product((0, 1), repeat=4):
+            kernel[:, :, 3 - a - 2 * t, 3 - b - 2 * u] = phases[a, b, :, :, t, u].T
+        self.weight = nn.Parameter(kernel, requires_grad=False)
+        self.bias = nn.Parameter(bias.clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        t = self.conv(F.pad(x, (1, 1, 1, 1), mode="replicate")).view(n, 2, 2, self.out_channels, h + 1, w + 1)
-        # Phase (a, b) at input pixel (m, n) is output pixel (2m + a, 2n + b); it sits at (m + a, n + b) in t.
-        rows = [torch.stack([t[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], dim=-1) for a in (0, 1)]
-        return torch.stack(rows, dim=3).reshape(n, self.out_channels, 2 * h, 2 * w)
+        # padding 3 crops the transposed convolution to the 2h x 2w the padded input stands for
+        return F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.weight, self.bias,
+                                  stride=2, padding=3)
 
 
 class RowSumConv(nn.Module):
@@ -90,7 +91,7 @@ def for_inference(model: TransformerNet) -> TransformerNet:
     for name in ("deconv1", "deconv2"):
         layer = getattr(fast, name)
         if layer.upsample == 2 and layer.conv2d.kernel_size == (3, 3) and layer.conv2d.stride == (1, 1):
-            setattr(fast, name, PhaseUpsampleConv(layer))
+            setattr(fast, name, TransposedUpsampleConv(layer))
     last = fast.deconv3.conv2d
     if last.stride == (1, 1) and last.kernel_size[0] == last.kernel_size[1] > 1 and last.out_channels <= 4:
         fast.deconv3 = RowSumConv(fast.deconv3)

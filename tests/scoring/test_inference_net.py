@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from scoring.checkpoint import load_model
-from scoring.inference_net import PhaseUpsampleConv, RowSumConv, for_inference
+from scoring.inference_net import RowSumConv, TransposedUpsampleConv, for_inference
 from scoring.transformer_net import ConvLayer, TransformerNet, UpsampleConvLayer, stylize_batch
 
 
@@ -41,7 +41,7 @@ def test_each_layer_alone_matches_the_layer_it_replaces():
     up = UpsampleConvLayer(8, 5, kernel_size=3, stride=1, upsample=2).eval()
     last = ConvLayer(8, 3, kernel_size=9, stride=1).eval()
     with torch.inference_mode():
-        torch.testing.assert_close(PhaseUpsampleConv(up)(x), up(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(TransposedUpsampleConv(up)(x), up(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(RowSumConv(last)(x), last(x), rtol=1e-5, atol=1e-5)
 
 
@@ -49,7 +49,7 @@ def test_frames_come_out_the_same_to_the_8_bit_level_and_the_model_is_untouched(
     net = styled_like(16, 5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     fast = for_inference(net)
-    assert isinstance(fast.deconv1, PhaseUpsampleConv) and isinstance(fast.deconv3, RowSumConv)
+    assert isinstance(fast.deconv1, TransposedUpsampleConv) and isinstance(fast.deconv3, RowSumConv)
     assert isinstance(net.deconv1, UpsampleConvLayer) and isinstance(net.deconv3, ConvLayer)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 37, 51, 3), dtype=np.uint8))
