@@ -70,7 +70,7 @@ class RowSumConv(nn.Module):
         super().__init__()
         weight, bias = layer.conv2d.weight.detach(), layer.conv2d.bias.detach()
         out_channels, in_channels, k, _ = weight.shape
-        self.pad = layer.reflection_pad.padding
+        self.reflection_pad = layer.reflection_pad
         self.rows = nn.Conv2d(in_channels, out_channels * k, (1, k), bias=False)
         self.rows.weight = nn.Parameter(weight.permute(0, 2, 1, 3).reshape(out_channels * k, in_channels, 1, k)
                                         .contiguous(), requires_grad=False)
@@ -81,18 +81,13 @@ class RowSumConv(nn.Module):
         self.sum.bias = nn.Parameter(bias.clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sum(self.rows(F.pad(x, self.pad, mode="reflect")))
+        return self.sum(self.rows(self.reflection_pad(x)))
 
 
 def for_inference(model: TransformerNet) -> TransformerNet:
     """A copy of ``model`` with its upsampling layers and its last layer rearranged; ``model``
     itself is left as it is (the checkpoint's layout, for saving, training and references)."""
-    fast = copy.deepcopy(model)
-    for name in ("deconv1", "deconv2"):
-        layer = getattr(fast, name)
-        if layer.upsample == 2 and layer.conv2d.kernel_size == (3, 3) and layer.conv2d.stride == (1, 1):
-            setattr(fast, name, TransposedUpsampleConv(layer))
-    last = fast.deconv3.conv2d
-    if last.stride == (1, 1) and last.kernel_size[0] == last.kernel_size[1] > 1 and last.out_channels <= 4:
-        fast.deconv3 = RowSumConv(fast.deconv3)
+    fast = copy.deepcopy(model)  # TransformerNet fixes these layers' shapes: x2, 3x3; 9x9 to RGB
+    fast.deconv1, fast.deconv2 = TransposedUpsampleConv(fast.deconv1), TransposedUpsampleConv(fast.deconv2)
+    fast.deconv3 = RowSumConv(fast.deconv3)
     return fast.eval().requires_grad_(False)

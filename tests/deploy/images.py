@@ -163,7 +163,7 @@ def replay(name: str, root: Path, build_args: dict[str, str] | None = None, uv: 
                 *sources, dest = shlex.split(ins.args)
                 _copy(build, sources, os.path.join(workdir, dest), dest.endswith("/"), ignore)
             elif ins.name == "RUN" and "uv sync" in ins.args:
-                argv, run_env = _shell_uv(ins.args, variables | env)
+                argv, run_env = shell_uv(ins.args, variables | env)
                 build.syncs.append(argv)
                 _sync(build, argv, run_env, workdir, uv)
         build.env = env
@@ -182,7 +182,7 @@ def _copy(build: Build, sources: list[str], dest: str, into: bool, ignore: Docke
             shutil.copyfile(file, build.path(str(target)))
 
 
-def _shell_uv(line: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+def shell_uv(line: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The ``uv`` command line a RUN gives, as its shell expands it, with the UV_* variables it
     sees; ``uv`` is a recorder here, so the line must hold nothing else to run."""
     assert "&&" not in re.sub(r"\$\(.*?\)", "", line) and ";" not in re.sub(r"\$\(.*?\)", "", line), \

@@ -66,3 +66,14 @@ def test_the_built_in_model_compiled_on_channels_last_matches_eager(tmp_path, mo
     x = (torch.rand(1, 3, 64, 96) * 255).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), net(x.contiguous()), rtol=1e-4, atol=2e-3)
+
+
+def test_the_scorer_runs_the_rearranged_net_in_fp32_on_a_cpu_only():
+    """fp32 on a CPU is where it measured faster; in bf16 (0.92x on AMX) the checkpoint's layout stays."""
+    from scoring.engine import Scorer
+
+    net = styled_like(4, 1)
+    cpu = torch.device("cpu")
+    assert isinstance(Scorer(net, cpu, "fp32").eager.deconv1, TransposedUpsampleConv)
+    assert isinstance(Scorer(net, cpu, "bf16").eager.deconv1, UpsampleConvLayer)
+    assert isinstance(net.deconv1, UpsampleConvLayer)  # the caller's model is not changed
