@@ -249,9 +249,11 @@ def add_stylize_arguments(st: argparse.ArgumentParser) -> None:
     st.add_argument("--output", required=True, help="output folder")
     st.add_argument("--batch-size", type=int, default=0, help="frames per forward pass (0: automatic)")
     st.add_argument("--precision", default="auto",
-                    help="auto (GPU fp16; CPU bf16 where native, else fp32), fp32, bf16, fp16")
+                    help="auto (GPU fp16; CPU bf16 where native, else int8 residual blocks when compiled, else "
+                         "fp32), fp32, bf16, fp16, int8 (CPU, compiled)")
     st.add_argument("--compile", action="store_true",
-                    help="torch.compile the model (falls back to eager), for a chunk of at least --compile-min-pixels")
+                    help="compile the model (a CPU's fp32/int8: a cached AOTInductor package; else torch.compile; "
+                         "falls back to eager), for a chunk of at least --compile-min-pixels")
     st.add_argument("--compile-min-pixels", type=int, default=None, metavar="N",
                     help="frames x width x height from which compiling pays (default: the engine's, 20 M pixels, "
                          "about 90 frames at 640x360; 0 compiles any chunk)")

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from scoring.aot_package import PackagedModel
 from scoring.inference_net import for_inference
+from scoring.quantize import int8_available
 from scoring.transformer_net import TransformerNet, stylize_batch
 
 _DONE = object()
@@ -65,6 +67,8 @@ def cuda_problem() -> str:
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# int8: a TransformerNet's residual blocks quantized (scoring.quantize), compiled on a CPU only.
+CHOICES = (*PRECISIONS, "int8")
 
 
 # oneDNN's ISA caps below AVX-512 BF16 (ONEDNN_MAX_CPU_ISA): with one of them set, bf16 is emulated
@@ -82,17 +86,24 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
-def pick_precision(requested: str, device: torch.device) -> str:
-    """auto: fp16 on a GPU; on a CPU bf16 where it runs natively, else fp32 (bf16's deviation
-    from fp32 is ~0.1/255 on average: the scoring benchmark reports it)."""
+def pick_precision(requested: str, device: torch.device, compiled: bool = False) -> str:
+    """auto: fp16 on a GPU; on a CPU bf16 where it runs natively (deviation from fp32 ~0.1/255 on
+    average), else int8 residual blocks when compiled (~0.4/255; measured 1.3x the fp32 forward
+    pass on AVX2), else fp32. The scoring benchmark reports each one's deviation."""
     if requested == "auto":
         if device.type == "cuda":
             return "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of auto, {', '.join(PRECISIONS)}; got {requested!r}")
+        if cpu_has_native_bf16():
+            return "bf16"
+        return "int8" if compiled and int8_available() else "fp32"
+    if requested not in CHOICES:
+        raise ValueError(f"precision must be one of auto, {', '.join(CHOICES)}; got {requested!r}")
     if requested == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 is for GPUs; on a CPU use bf16 or fp32")
+        raise ValueError("fp16 is for GPUs; on a CPU use bf16, int8 or fp32")
+    if requested == "int8" and device.type != "cpu":
+        raise ValueError("int8 is for CPUs without bf16; on a GPU use fp16")
+    if requested == "int8" and not int8_available():
+        raise ValueError("int8 needs torchao (the scorer extra installs it)")
     return requested
 
 
@@ -119,31 +130,56 @@ def compile_pays(frames: int, width: int, height: int, threshold: int = COMPILE_
 
 
 class Scorer:
-    """The model on its device in inference mode, with optional reduced precision (autocast)
-    and ``torch.compile``. On a GPU: channels-last, pinned host memory, async copies.
+    """The model on its device in inference mode, with optional reduced precision and compiling.
 
-    Compiled, the weights are frozen into the graph (inductor's ``freezing``: constants folded,
-    convolution weights prepacked for oneDNN) and tensors are channels-last, the layout those
-    kernels want. Eager on a CPU stays NCHW, measured 26% faster than channels-last there.
-    In fp32 on a CPU a TransformerNet runs rearranged (``scoring.inference_net``): the same
-    function in better-shaped convolutions, measured 1.2x compiled on AVX2. Not in bf16, where
-    it was 0.92x on AMX, nor on a GPU, where it is unmeasured."""
+    Compiled on a CPU in fp32 or int8, a TransformerNet runs as an AOTInductor package
+    (``scoring.aot_package``: built once per model, size and machine, loaded by each chunk in
+    ~0.2 s); int8 quantizes its residual blocks (``scoring.quantize``). Compiled in bf16 or on a
+    GPU it runs under ``torch.compile`` with autocast. Either way the weights are frozen into
+    the graph (constants folded, convolution weights prepacked for oneDNN) and tensors are
+    channels-last, the layout those kernels want. Eager on a CPU stays NCHW, measured 26% faster
+    than channels-last there. In fp32 and int8 on a CPU a TransformerNet runs rearranged
+    (``scoring.inference_net``): the same function in better-shaped convolutions, measured 1.2x
+    compiled on AVX2. Not in bf16, where it was 0.92x on AMX, nor on a GPU, where it is unmeasured."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
                  compile: bool = False) -> None:
-        self.device, self.precision = device, pick_precision(precision, device)
+        self.device, self._precision = device, pick_precision(precision, device, compiled=compile)
+        if self._precision == "int8" and not (compile and isinstance(model, TransformerNet)):
+            why = "a TransformerNet compiled" if compile else "compiled"
+            print(f"int8 runs only {why}: running fp32", flush=True)
+            self._precision = "fp32"
         self.memory_format = torch.channels_last if compile or device.type == "cuda" else torch.contiguous_format
-        if isinstance(model, TransformerNet) and device.type == "cpu" and self.precision == "fp32":
+        if isinstance(model, TransformerNet) and device.type == "cpu" and self._precision in ("fp32", "int8"):
             model = for_inference(model)
         self.eager = model.to(device, memory_format=self.memory_format).eval()
         self.model = self.eager
         self.compiled = False
         if compile:
             try:
-                self.model = torch.compile(self.eager, dynamic=False, options={"freezing": True})
+                self.model = self._compiled()
                 self.compiled = True
             except Exception as exc:  # compile support varies by platform
-                print(f"torch.compile unavailable ({type(exc).__name__}: {exc}); running eager", flush=True)
+                print(f"compiling unavailable ({type(exc).__name__}: {exc}); running eager", flush=True)
+                self._to_eager()
+
+    @property
+    def precision(self) -> str:
+        """What the frames run in; a package's int8 may have fallen to fp32 on its check."""
+        return self.model.precision if isinstance(self.model, PackagedModel) else self._precision
+
+    def _compiled(self) -> torch.nn.Module | PackagedModel:
+        if self.device.type == "cpu" and self._precision in ("fp32", "int8"):
+            return PackagedModel(self.eager, self._precision)
+        return torch.compile(self.eager, dynamic=False, options={"freezing": True})
+
+    def _to_eager(self) -> None:
+        self.model, self.compiled = self.eager, False
+        if self._precision == "int8":
+            self._precision = "fp32"
+        if self.device.type == "cpu":  # eager on a CPU is faster in NCHW
+            self.memory_format = torch.contiguous_format
+            self.eager.to(memory_format=self.memory_format)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """uint8 NHWC in, uint8 NHWC out."""
@@ -156,16 +192,13 @@ class Scorer:
             if not self.compiled:
                 raise
             # Compilation fails lazily, on the first call: fall back to eager for good.
-            print(f"torch.compile failed ({type(exc).__name__}: {exc}); running eager", flush=True)
-            self.model, self.compiled = self.eager, False
-            if self.device.type == "cpu":  # eager on a CPU is faster in NCHW
-                self.memory_format = torch.contiguous_format
-                self.eager.to(memory_format=self.memory_format)
+            print(f"compiling failed ({type(exc).__name__}: {exc}); running eager", flush=True)
+            self._to_eager()
             y = self._forward(x)
         return y.cpu().numpy()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = PRECISIONS[self.precision]
+        dtype = PRECISIONS.get(self.precision, torch.float32)  # int8 is in the graph, not autocast
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             return stylize_batch(self.model, x, self.memory_format)
 

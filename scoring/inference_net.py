@@ -18,7 +18,7 @@ rounding (tests/scoring/test_inference_net.py checks widths, depths and odd size
 AVX2 (2026-12-02), fp32, compiled, alternating runs: 1.19x (width 16) and 1.20x (width 32);
 eager 1.16-1.3x. A 2x2 convolution to 4x the channels plus an interleave gave the same saving
 eager but only ~1.04x compiled: inductor's interleave cost it back. In bf16 on AMX the
-rearranged net was 0.92x, so the scorer uses it for fp32 only. Checkpoints keep the original
+rearranged net was 0.92x, so the scorer uses it for fp32 and int8 only. Checkpoints keep the original
 layout; this is built from a loaded model.
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from tests.support import ROOT
 TEST_HOME = ROOT / ".cache" / "airflow-test"
 os.environ.setdefault("AIRFLOW_HOME", str(TEST_HOME))
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{os.environ['AIRFLOW_HOME']}/airflow.db")
+# Compiled packages (scoring.aot_package) of this session's own, so every run builds what it tests.
+os.environ.setdefault("VIDSTYLE_AOT_CACHE", tempfile.mkdtemp(prefix="vidstyle-aot-test-"))
 from vidstyle.cli import local  # noqa: E402  (after the environment it completes)
 
 local.apply()

@@ -35,12 +35,13 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def test_the_wheel_holds_the_packages_the_dags_and_the_models(wheel):
+def test_the_wheel_holds_the_packages_the_dags_the_models_and_the_calibration_photos(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert {"vidstyle/dags/video_stylize.py", "vidstyle/dags/video_arrivals.py", "vidstyle/dags/video_backlog.py",
-            "scoring/models/pop-art.pth", "scoring/models/pop-art.json", "vidstyle/cli/main.py",
+            "scoring/models/pop-art.pth", "scoring/models/pop-art.json", "scoring/calibration/rocket.jpg",
+            "vidstyle/cli/main.py",
             "vidstyle/airflow/plugin.py"} <= names
     assert not any(n.startswith(("tests/", "images/", "scripts/")) or "__pycache__" in n for n in names)
     assert "vidstyle = vidstyle.cli.main:main" in entry_points

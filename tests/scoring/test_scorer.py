@@ -220,18 +220,22 @@ def test_compiling_is_kept_for_chunks_big_enough_to_win_it_back():
 def test_auto_precision_on_a_cpu_is_bf16_only_where_it_runs_natively():
     from scoring.engine import cpu_has_native_bf16, pick_precision
 
-    assert pick_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    cpu = torch.device("cpu")
+    assert pick_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert pick_precision("auto", cpu, compiled=True) == ("bf16" if cpu_has_native_bf16() else "int8")
 
 
 @pytest.mark.parametrize("cap", ["AVX2", "avx512_core", "AVX2_VNNI"])
-def test_a_onednn_cap_below_bf16_makes_auto_fp32_on_any_cpu(monkeypatch, cap):
+def test_a_onednn_cap_below_bf16_makes_auto_int8_compiled_and_fp32_eager(monkeypatch, cap):
     """How a CPU without bf16 is measured on one with it: oneDNN capped below AVX-512 BF16 would
-    emulate bf16, so auto must not choose it (on this project's bf16 machines it would)."""
+    emulate bf16, so auto must not choose it (on this project's bf16 machines it would). int8
+    pays only compiled: eager, its quantize and dequantize steps run as plain float operations."""
     from scoring.engine import cpu_has_native_bf16, pick_precision
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     assert not cpu_has_native_bf16()
     assert pick_precision("auto", torch.device("cpu")) == "fp32"
+    assert pick_precision("auto", torch.device("cpu"), compiled=True) == "int8"
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     native = cpu_has_native_bf16()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap at or above bf16 changes nothing
@@ -247,6 +251,15 @@ def test_precision_choices_are_checked():
         pick_precision("fp16", cpu)
     with pytest.raises(ValueError, match="precision must be one of"):
         pick_precision("int4", cpu)
+    assert pick_precision("int8", cpu) == "int8"
+    with pytest.raises(ValueError, match="int8 is for CPUs"):
+        pick_precision("int8", torch.device("cuda"))
+
+
+def test_int8_asked_for_eager_runs_fp32_and_says_so(tiny_model, capsys):
+    scorer = Scorer(load_model(tiny_model)[0], torch.device("cpu"), "int8")
+    assert scorer.precision == "fp32" and not scorer.compiled
+    assert "int8 runs only compiled: running fp32" in capsys.readouterr().out
 
 
 def test_benchmark_runs_and_prints_every_figure(tmp_path, tiny_model):

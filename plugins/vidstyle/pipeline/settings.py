@@ -52,7 +52,7 @@ class Settings:
     # every N-th frame i; 0 turns it off. Every 8th costs ~2% of a chunk's time on a CPU.
     flicker_every: int = DEFAULT_EVERY
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
-    local_precision: str = "auto"  # auto: fp16 on a GPU; on a CPU bf16 where native, else fp32
+    local_precision: str = "auto"  # auto: fp16 on a GPU; on a CPU bf16 where native, else int8 compiled, else fp32
     # torch.compile, for chunks big enough to win back its ~20 s (~6 s from the worker's cache)
     local_compile: bool = True
     # Azure ML backend (see README "Azure ML"). The workspace itself is named by the connection.
