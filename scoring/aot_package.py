@@ -155,7 +155,7 @@ class PackagedModel:
         assert runner is not None  # fp32 is never rejected
         return runner
 
-    def _obtain_in(self, precision: str, x: torch.Tensor) -> Runner | None:
+    def _obtain_in(self, precision: str, x: torch.Tensor, retry: bool = True) -> Runner | None:
         key = package_key(self._digest, precision, tuple(x.shape))
         package, record_path = self.cache / f"{key}.pt2", self.cache / f"{key}.json"
         shape = "x".join(map(str, x.shape))
@@ -173,7 +173,16 @@ class PackagedModel:
             return None
         if dev:
             self.log(f"{precision}: deviation from fp32 on the calibration photos {_words(dev)}")
-        return load_package(package)
+        try:
+            return load_package(package)
+        except Exception as exc:  # a damaged package (a full disk, a copied cache): build it once more
+            if not retry:
+                raise
+            self.log(f"cached package {package.name} does not load ({type(exc).__name__}: {exc}); building it again")
+            with _locked(self.cache / f"{key}.lock"):
+                record_path.unlink(missing_ok=True)
+                package.unlink(missing_ok=True)
+            return self._obtain_in(precision, x, retry=False)
 
     def _build(self, precision: str, x: torch.Tensor, package: Path) -> dict:
         from torch._inductor import aoti_compile_and_package

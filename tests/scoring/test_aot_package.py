@@ -127,3 +127,17 @@ def test_a_record_whose_package_is_missing_is_built_again(tmp_path):
     assert aot_package._read_record(record, package) == {"accepted": True}
     record.write_text("{not json")
     assert aot_package._read_record(record, package) is None
+
+
+def test_a_damaged_package_in_the_cache_is_built_again(tmp_path, net):
+    """A package that does not load (a full disk, a cache copied from elsewhere) is rebuilt once."""
+    x = to_input(calibration_frames(48, 64)[:1])
+    key = package_key(aot_package.model_digest(net), "fp32", tuple(x.shape))
+    (tmp_path / f"{key}.pt2").write_bytes(b"not a package")
+    (tmp_path / f"{key}.json").write_text(json.dumps({"precision": "fp32", "accepted": True}))
+    lines = []
+    model = PackagedModel(net, "fp32", tmp_path, log=lines.append)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), net(x), rtol=1e-4, atol=2e-3)
+    assert any("does not load" in line for line in lines) and any("compiling a fp32" in line for line in lines)
+    assert json.loads((tmp_path / f"{key}.json").read_text())["build_seconds"] > 0
