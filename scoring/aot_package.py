@@ -59,7 +59,7 @@ def machine_fingerprint() -> dict[str, object]:
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         versions["torchao"] = importlib.metadata.version("torchao")
     return versions | {"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
-                       "threads": torch.get_num_threads(), "recipe": RECIPE,
+                       "threads": torch.get_num_threads(),
                        **{name: os.environ.get(name, "") for name in _ISA_ENV}}
 
 
@@ -73,8 +73,9 @@ def model_digest(model: nn.Module) -> str:
 
 
 def package_key(digest: str, precision: str, shape: tuple[int, ...]) -> str:
-    text = json.dumps({"model": digest, "precision": precision, "shape": list(shape), **machine_fingerprint()},
-                      sort_keys=True)
+    recipe = {"recipe": RECIPE} if precision == "int8" else {}  # a new int8 recipe leaves fp32 packages be
+    text = json.dumps({"model": digest, "precision": precision, "shape": list(shape), **recipe,
+                       **machine_fingerprint()}, sort_keys=True)
     return f"{precision}-{'x'.join(map(str, shape))}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
@@ -199,6 +200,7 @@ class PackagedModel:
         record: dict = {"precision": precision, "shape": list(x.shape), "accepted": True,
                         "build_seconds": round(time.perf_counter() - started, 1), **machine_fingerprint()}
         if precision == "int8":
+            record["recipe"] = RECIPE
             record["deviation"] = self._check(load_package(tmp), x)
             record["accepted"] = accepted(record["deviation"])
         if record["accepted"]:

@@ -8,7 +8,9 @@ The tests' Airflow has a home and a database of its own, so their runs never sho
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -24,7 +26,9 @@ TEST_HOME = ROOT / ".cache" / "airflow-test"
 os.environ.setdefault("AIRFLOW_HOME", str(TEST_HOME))
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{os.environ['AIRFLOW_HOME']}/airflow.db")
 # Compiled packages (scoring.aot_package) of this session's own, so every run builds what it tests.
-os.environ.setdefault("VIDSTYLE_AOT_CACHE", tempfile.mkdtemp(prefix="vidstyle-aot-test-"))
+if "VIDSTYLE_AOT_CACHE" not in os.environ:
+    os.environ["VIDSTYLE_AOT_CACHE"] = tempfile.mkdtemp(prefix="vidstyle-aot-test-")
+    atexit.register(shutil.rmtree, os.environ["VIDSTYLE_AOT_CACHE"], ignore_errors=True)
 from vidstyle.cli import local  # noqa: E402  (after the environment it completes)
 
 local.apply()

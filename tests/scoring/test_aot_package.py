@@ -55,6 +55,10 @@ def test_the_key_follows_the_model_the_shape_and_the_machine(monkeypatch, net):
     assert key != package_key(digest, "fp32", SHAPE) != package_key(digest, "int8", (1, 3, 64, 100))
     other = for_inference(load_model("pop-art-steady")[0])
     assert package_key(aot_package.model_digest(other), "int8", SHAPE) != key
+    fp32 = package_key(digest, "fp32", SHAPE)
+    monkeypatch.setattr(aot_package, "RECIPE", "another-int8-recipe")  # quantized anew; fp32 packages stay
+    assert package_key(digest, "int8", SHAPE) != key and package_key(digest, "fp32", SHAPE) == fp32
+    monkeypatch.undo()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # kernels built for another instruction set
     assert package_key(digest, "int8", SHAPE) != key
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
