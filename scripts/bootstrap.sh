@@ -8,19 +8,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# Waits for another apt (a second set-up, an unattended upgrade) rather than failing on its lock.
+apt_get() { as_root apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   say "Python 3.11 or newer is needed (python3 is $(python3 --version 2>&1))"; exit 1; }
 
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   say "installing ffmpeg (Debian package)"
-  as_root apt-get update -qq && as_root apt-get install -y -qq ffmpeg >/dev/null
+  apt_get update -qq && apt_get install -y -qq ffmpeg >/dev/null
 fi
 
 AZURITE_VERSION=3.37.0
 if [ ! -x .tools/node_modules/.bin/azurite-blob ] || \
    ! grep -q "\"version\": \"$AZURITE_VERSION\"" .tools/node_modules/azurite/package.json 2>/dev/null; then
-  command -v npm >/dev/null || { as_root apt-get update -qq && as_root apt-get install -y -qq nodejs npm >/dev/null; }
+  command -v npm >/dev/null || { apt_get update -qq && apt_get install -y -qq nodejs npm >/dev/null; }
   say "installing Azurite $AZURITE_VERSION (npm)"
   mkdir -p .tools
   npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null

@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v docker-compose >/dev/null; then
   echo "[test] installing docker-compose (Debian package)"
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq docker-compose >/dev/null
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq && $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-compose >/dev/null
 fi
 rm -rf .cache/airflow-test  # the tests' Airflow gets a fresh database every run
 .venv/bin/vidstyle azurite start

@@ -102,17 +102,21 @@ def pg_bin() -> Path | None:
     return Path(found[-1]) if found else None
 
 
+# Wait for another apt (an unattended upgrade, a second set-up) instead of failing at once on its lock.
+APT_WAIT = ["-o", "DPkg::Lock::Timeout=600"]
+
+
 def install() -> None:
     missing = [pkg for pkg, present in (("postgresql", pg_bin()), ("redis-server", shutil.which("redis-server")))
                if not present]
     if not missing:
         return
     say(f"installing {' '.join(missing)} (Debian packages)")
-    subprocess.run(as_root(["apt-get", "update", "-qq"]), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(as_root(["apt-get", *APT_WAIT, "update", "-qq"]), check=True, stdout=subprocess.DEVNULL)
     # The packages' own services stay off: ours run with data under .cache, on other ports.
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    subprocess.run(as_root(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]), check=True,
-                   env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(as_root(["apt-get", *APT_WAIT, "install", "-y", "-qq", "--no-install-recommends", *missing]),
+                   check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
