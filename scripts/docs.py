@@ -167,7 +167,7 @@ def settings_section() -> list[str]:
     meanings = setting_comments()
     missing = [f.name for f in fields(Settings) if not meanings.get(f.name)]
     if missing:
-        raise SystemExit(f"settings without a comment in {SETTINGS_SOURCE.relative_to(ROOT)}: {', '.join(missing)}; "
+        raise ValueError(f"settings without a comment in {SETTINGS_SOURCE.relative_to(ROOT)}: {', '.join(missing)}; "
                          "say what each means in a comment beside it or on the lines right above it")
     lines = ["## Settings", "",
              f"Installation settings live in Airflow's config, section `[{SECTION}]` of `airflow.cfg`, or in the "
@@ -234,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for path, render in PAGES.items():
-        text = render()
+        try:
+            text = render()
+        except ValueError as exc:  # a setting without a comment: say which, write nothing
+            print(f"{COMMAND}: {exc}", file=sys.stderr)
+            return 2
         if path.is_file() and path.read_text() == text:
             continue
         stale.append(path.relative_to(ROOT))
