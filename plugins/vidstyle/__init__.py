@@ -7,5 +7,5 @@
     media/     probe, cut, join, audio: PyAV and ffmpeg, no Airflow
 
 Imports only go down (the import-linter contract in pyproject.toml); the scorer, package
-``scoring``, sits below them all and imports none of them. README "Layout" has the map.
+``scoring``, sits below them all and imports none of them. CONTRIBUTING.md, "Layout", has the map.
 """

@@ -68,7 +68,7 @@ def stylize_params(settings: Settings) -> dict[str, Param]:
         "backend": Param(
             settings.backend, type="string", enum=sorted(BACKENDS), title="Compute backend", section="Processing",
             description="Where chunks are scored: local (on the worker) or azureml (a GPU job per chunk "
-                        "on an Azure ML compute cluster; see README)",
+                        "on an Azure ML compute cluster; see the docs, Azure ML)",
         ),
         "keep_work": Param(
             settings.keep_work, type="boolean", title="Keep work files", section="Processing",

@@ -83,7 +83,7 @@ class AzureMLHook(BaseHook):
             conn = self.get_connection(self.azureml_conn_id)
         except AirflowNotFoundException:
             raise ValueError(f"the azureml backend needs the Airflow connection {self.azureml_conn_id!r}, "
-                             "which is not defined (README: Azure ML)") from None
+                             "which is not defined (docs/azure-ml.md)") from None
         missing = [f for f in WORKSPACE_FIELDS if not conn.extra_dejson.get(f)]
         if missing:
             raise ValueError(f"connection {self.azureml_conn_id!r} must name the workspace: "

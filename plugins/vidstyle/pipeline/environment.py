@@ -78,7 +78,7 @@ def recorded_environment(settings: Settings) -> str:
         raise NoEnvironment(
             f"no scoring environment is registered for container {settings.container!r} (no "
             f"{record_path(Layout(settings))}): run `vidstyle provision` from the project's checkout "
-            "(README: Azure ML)") from None
+            "(docs/azure-ml.md)") from None
     if record.get("environment") != settings.azureml_environment:
         raise NoEnvironment(
             f"the registered scoring environment is {record.get('environment')!r}, not azureml_environment "

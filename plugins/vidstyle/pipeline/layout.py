@@ -1,11 +1,11 @@
 """Where everything lives in blob storage.
 
-One container holds (prefixes configurable, see README "Storage layout"):
+One container holds (prefixes configurable, see docs/concepts.md, "Storage layout"):
   incoming/<path>                               videos dropped by users (never modified)
   work/<video_id>/<run>/plan.json               the split's plan: every frame's time, the chunks
   work/<video_id>/<run>/audio.m4a               the source audio on the result's timeline
-  work/<video_id>/<run>/chunks/<n>/in/          chunk.json and piece.nut: what a chunk decodes
-  work/<video_id>/<run>/chunks/<n>/out/         segment.mp4 (its frames, stylized), result.json
+  work/<video_id>/<run>/chunks/<NNNNN>/in/      chunk.json and piece.nut: what a chunk decodes
+  work/<video_id>/<run>/chunks/<NNNNN>/out/     segment.mp4 (its frames, stylized), result.json
   outputs/<path>.<style>.mp4                    the result, with .manifest.json and .preview.png
   state/videos/<video_id>.json                  ledger: which content was processed, how it ended
 

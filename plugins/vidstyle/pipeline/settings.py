@@ -15,23 +15,23 @@ SECTION = "vidstyle"
 
 @dataclass(frozen=True)
 class Settings:
-    wasb_conn_id: str = "wasb_default"
-    container: str = "videos"
-    input_prefix: str = "incoming/"
-    work_prefix: str = "work/"
-    output_prefix: str = "outputs/"
-    state_prefix: str = "state/"
-    video_suffixes: str = ".mp4,.mov,.mkv,.avi,.webm,.m4v,.mpg,.mpeg,.ts"
-    default_style: str = "pop-art"
-    chunk_frames: int = 240
-    backend: str = "local"
-    keep_work: bool = False
-    max_active_videos: int = 4
-    scoring_pool: str = "scoring"
-    scoring_pool_slots: int = 0  # chunks scoring at once; 0: 1 on the local backend, on Azure ML see pool_slots
+    wasb_conn_id: str = "wasb_default"  # the Airflow connection to the storage account (blobs, and the arrivals queue)
+    container: str = "videos"  # the one blob container that holds uploads, work areas, results and the ledger
+    input_prefix: str = "incoming/"  # where users drop videos (never modified); the watcher looks here only
+    work_prefix: str = "work/"  # each run's work area: plan, audio, chunk pieces and segments
+    output_prefix: str = "outputs/"  # results, manifests and previews, mirroring the input paths
+    state_prefix: str = "state/"  # the ledger (state/videos/<video_id>.json) and the Azure ML environment record
+    video_suffixes: str = ".mp4,.mov,.mkv,.avi,.webm,.m4v,.mpg,.mpeg,.ts"  # what counts as a video (comma-separated)
+    default_style: str = "pop-art"  # the style of runs that name none (the watcher's, the sweep's, the form's default)
+    chunk_frames: int = 240  # frames per chunk on the local backend when a run does not say (chunks end on keyframes)
+    backend: str = "local"  # where chunks are scored when a run does not say: "local" (the worker) or "azureml"
+    keep_work: bool = False  # keep a run's work area after it succeeds (a failed run always keeps it)
+    max_active_videos: int = 4  # video_stylize runs at once (the DAG's max_active_runs); more wait queued
+    scoring_pool: str = "scoring"  # the Airflow pool of the chunk tasks (vidstyle pool makes it)
+    scoring_pool_slots: int = 0  # chunks scoring at once; 0: 1 locally, on Azure ML azureml_pool_slots
     scoring_queue: str = ""  # the Celery queue of the chunk tasks (workers with a GPU, say); empty: the default
     sensor_poke_seconds: int = 30  # the listing watcher's interval (arrivals = "listing")
-    # How uploads are found (README "Arrivals"): "storage_queue" (Event Grid's blob-created events
+    # How uploads are found (docs/concepts.md, "Arrivals"): "storage_queue" (Event Grid's blob-created events
     # in a Storage Queue, on the WASB connection), "service_bus" (the same events in a Service Bus
     # queue, the provider's trigger) or "listing" (the store listed, for stores without Event Grid).
     arrivals: str = "storage_queue"
@@ -40,50 +40,52 @@ class Settings:
     arrivals_poll_seconds: float = 5.0  # how often an empty queue is asked again
     azure_http_logging: bool = False  # log every Azure SDK request's headers (read at import, see vidstyle.hooks)
     claim_poke_seconds: int = 30  # how often a run waiting for another one writing its result looks again
-    max_frames: int = 500_000
+    max_frames: int = 500_000  # longer videos are refused at split
     # How chunks encode their segments (H.264; the run's crf sets the quality). "auto": the
     # GPU's hardware encoder on a node that has one, else libx264 at this preset.
     encoder: str = "auto"
-    x264_preset: str = "medium"
+    x264_preset: str = "medium"  # libx264's preset for segments ("veryfast" costs 2.3 dB at CRF 18, no faster chunk)
     # Sources that cannot be cut by stream copy are re-encoded per chunk at this x264 CRF
     # (near-lossless: the chunk decodes it once more before styling).
     mezzanine_crf: int = 10
-    # Flicker (README "Flicker"): each chunk measures the warping error of the pair (i, i+1) for
+    # Flicker (docs/models.md, "Flicker"): each chunk measures the warping error of the pair (i, i+1) for
     # every N-th frame i; 0 turns it off. Every 8th costs ~2% of a chunk's time on a CPU.
     flicker_every: int = DEFAULT_EVERY
     local_batch_size: int = 0  # 0: the scorer picks (1 on CPU, by free memory on a GPU)
     local_precision: str = "auto"  # auto: fp16 on a GPU; on a CPU bf16 where native, else int8 compiled, else fp32
-    # torch.compile, for chunks big enough to win back its ~20 s (~6 s from the worker's cache)
+    # Compile the model for chunks big enough to win it back: torch.compile (~20 s, ~6 s from the
+    # worker's cache), or on a CPU in fp32/int8 an AOTInductor package (built once per model and size)
     local_compile: bool = True
-    # Azure ML backend (see README "Azure ML"). The workspace itself is named by the connection.
-    azureml_conn_id: str = "azureml_default"
+    # Azure ML backend (docs/azure-ml.md). The workspace itself is named by the connection.
+
+    azureml_conn_id: str = "azureml_default"  # the Airflow connection naming the workspace
     azureml_datastore: str = "vidstyle"  # a datastore on `container`, registered by provision
-    azureml_compute: str = "vidstyle-gpu"
-    azureml_vm_size: str = "Standard_NC4as_T4_v3"
+    azureml_compute: str = "vidstyle-gpu"  # the compute cluster's name (provision creates it)
+    azureml_vm_size: str = "Standard_NC4as_T4_v3"  # the GPU VM size (fixed once the cluster exists)
     azureml_min_nodes: int = 0  # 0: no GPU node runs (or bills) while no chunk waits
-    azureml_max_nodes: int = 4
+    azureml_max_nodes: int = 4  # the cluster's most nodes: bounds parallel chunks
     azureml_tier: str = "low_priority"  # or "dedicated"; a preempted chunk is retried on its own
     azureml_idle_seconds: int = 300  # idle time before the cluster scales a node down
     azureml_compute_identity: str = ""  # a user-assigned identity's resource id; empty: system-assigned
     azureml_environment: str = "vidstyle-scoring"  # built from images/scoring by provision
-    azureml_experiment: str = "vidstyle"
+    azureml_experiment: str = "vidstyle"  # the experiment jobs are grouped under in Studio
     azureml_job_identity: str = "managed"  # data access: "managed" (the cluster's) or "user" (submitter's)
     azureml_input_mode: str = "download"  # or "ro_mount"
     azureml_device: str = "cuda"  # fail loudly if a node has no GPU; "auto" allows CPU clusters
-    azureml_batch_size: int = 0
+    azureml_batch_size: int = 0  # the scorer's batch size on a node; 0: by the GPU's free memory
     azureml_precision: str = "auto"  # fp16 on a GPU
-    azureml_compile: bool = False
+    azureml_compile: bool = False  # torch.compile on the node (each fresh node pays the compile)
     azureml_job_timeout_minutes: int = 60  # a job running longer is stopped by Azure ML
     azureml_queue_timeout_minutes: int = 120  # the longest a job may wait for a node (time queued only)
     azureml_prepare_timeout_minutes: int = 60  # the longest a job may spend Preparing (its image build)
     azureml_not_responding_minutes: int = 10  # how long a job may say NotResponding before it is given up
     azureml_pool_slots: int = 0  # chunks with a job on Azure ML at once; 0: twice azureml_max_nodes
-    azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (README: chunk size)
+    azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (docs/azure-ml.md)
     # Price per node-hour by VM size, for the manifest's cost estimate, as JSON: what you pay
     # (low priority or dedicated, your region and discounts), e.g. {"Standard_NC4as_T4_v3": 0.15}.
     azureml_prices: str = ""
     azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
-    azureml_max_poll_seconds: float = 120.0
+    azureml_max_poll_seconds: float = 120.0  # the longest interval between two status polls
 
     @property
     def suffixes(self) -> tuple[str, ...]:
