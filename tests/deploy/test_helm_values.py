@@ -285,3 +285,9 @@ def test_no_secret_is_written_in_the_values(values, rendered):
     # The chart makes its own random keys: none came from the values.
     secrets = {d["metadata"]["name"] for d in rendered if d["kind"] == "Secret"}
     assert {f"{RELEASE}-fernet-key", f"{RELEASE}-api-secret-key", f"{RELEASE}-jwt-secret"} <= secrets
+
+
+def test_every_placeholder_in_the_values_is_in_the_docs_table():
+    placeholders = set(re.findall(r"<[^<>\n]+>", VALUES.read_text())) - {"<...>"}
+    table = {m for m in re.findall(r"^\| `(<[^`]+>)` \|", (ROOT / "docs" / "kubernetes.md").read_text(), re.M)}
+    assert placeholders == table
