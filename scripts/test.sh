@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/bootstrap.sh
+./scripts/install-helm.sh  # the rendered Helm chart's tests (tests/deploy/test_helm_values.py)
 # Debian's docker-compose validates docker-compose.yaml offline (tests/deploy/test_compose.py).
 if ! command -v docker-compose >/dev/null; then
   echo "[test] installing docker-compose (Debian package)"

@@ -48,9 +48,12 @@ def test_the_wheel_holds_the_packages_the_dags_the_models_and_the_calibration_ph
     assert "vidstyle = vidstyle.airflow.plugin:VidstylePlugin" in entry_points
 
 
-def test_requirements_txt_is_the_airflow_side_of_the_lock():
-    done = subprocess.run([uv(), "export", "--frozen", "--extra", "airflow", "--no-emit-project", "-o", "-"],
-                          cwd=ROOT, check=True, capture_output=True, text=True)
+def test_requirements_txt_is_the_airflow_side_of_the_lock(tmp_path):
+    # No -o: uv export prints to standard output (`-o -` writes a file named "-"). Run from an
+    # empty folder, with the project named, so that nothing it might write lands in the checkout.
+    done = subprocess.run([uv(), "export", "--frozen", "--extra", "airflow", "--no-emit-project",
+                           "--project", str(ROOT)], cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert not any(tmp_path.iterdir())
     pins = lambda text: [line for line in text.splitlines() if line and not line.startswith("#")]  # noqa: E731
     assert pins(done.stdout) == pins((ROOT / "requirements.txt").read_text()), \
         "requirements.txt is out of date: uv export --frozen --extra airflow --no-emit-project -o requirements.txt"
