@@ -48,6 +48,15 @@ function runLink(runId) {
   return runId ? new URL(`dags/video_stylize/runs/${encodeURIComponent(runId)}`, AIRFLOW).href : null;
 }
 
+function styleLabel(style) {
+  // An uploaded checkpoint by its file name (the full wasb:// address shows on hover).
+  return style.startsWith("wasb://") ? style.split("/").pop().replace(/\.pth$/, "") : style;
+}
+
+function size(bytes) {
+  return bytes < 2 ** 20 ? `${Math.max(1, Math.round(bytes / 1024))} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
 function stateBadge(out) {
   let text = out.state;
   if (out.state === "running" && out.chunks && out.chunks.total) text += ` ${out.chunks.done}/${out.chunks.total}`;
@@ -58,7 +67,7 @@ function outputLine(out) {
   const link = runLink(out.run_id);
   const variant = [out.output_height ? `${out.output_height}p` : "", out.crf !== 18 ? `CRF ${out.crf}` : ""]
     .filter(Boolean).join(", ");
-  return `<div class="out">${stateBadge(out)} <b>${esc(out.style)}</b>${variant ? ` <span class="muted">${esc(variant)}</span>` : ""}
+  return `<div class="out">${stateBadge(out)} <b title="${esc(out.style)}">${esc(styleLabel(out.style))}</b>${variant ? ` <span class="muted">${esc(variant)}</span>` : ""}
     ${out.seconds != null ? `<span class="muted">took ${took(out.seconds)}</span>` : ""}
     ${link ? `<a href="${esc(link)}" target="_top">run</a>` : ""}</div>`;
 }
@@ -102,7 +111,7 @@ function figuresInWords(m) {
   if (s.frames_per_second) parts.push(`styled at ${s.frames_per_second} frames per second over ${m.chunks.length} chunk${m.chunks.length === 1 ? "" : "s"} (${s.chunk_seconds} s of scoring)`);
   if (m.output && m.output.width) parts.push(`the result is ${m.output.width}×${m.output.height}`);
   const f = m.flicker;
-  if (f) parts.push(`flicker: warping error ${Number(f.warping_error).toFixed(4)} against the source's own ${Number(f.source_warping_error).toFixed(4)} (ratio ${f.ratio}) over ${f.pairs} frame pairs`);
+  if (f) parts.push(`flicker: warping error ${Number(f.warping_error).toPrecision(3)} against the source's own ${Number(f.source_warping_error).toPrecision(3)} (ratio ${f.ratio}) over ${f.pairs} frame pairs`);
   const a = m.azureml;
   if (a) {
     const cost = a.cost != null ? `at least ${a.cost.toFixed(4)} in the set prices` : "cost unknown (no azureml_prices set)";
@@ -149,7 +158,7 @@ function outputCard(v, out) {
 async function loadVideo(id) {
   const v = await api(`api/videos/${encodeURIComponent(id)}`);
   $("#video-name").textContent = v.name;
-  $("#video-meta").textContent = `${v.blob} · arrived ${when(v.arrived)} · ${(v.size / 2 ** 20).toFixed(1)} MiB`;
+  $("#video-meta").textContent = `${v.blob} · arrived ${when(v.arrived)} · ${size(v.size)}`;
   const container = $("#outputs");
   // Keep a playing video where it is: only redraw when something changed.
   const html = v.outputs.map((o) => outputCard(v, o)).join("");
