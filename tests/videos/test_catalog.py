@@ -34,3 +34,21 @@ def test_filters_match_any_output():
     video = {"outputs": [{"state": "done", "style": "pop-art"}, {"state": "failed", "style": "x"}]}
     assert matches(video, "failed", None) and matches(video, None, "pop-art") and matches(video, "done", "pop-art")
     assert not matches(video, "running", None) and not matches(video, None, "mosaic")
+
+
+def test_a_running_output_counts_its_chunks_split_and_styled_in_storage(store):
+    from vidstyle.airflow.videos.catalog import Catalog
+    from vidstyle.pipeline.identity import OutputSpec, Video
+    from vidstyle.pipeline.layout import Layout
+    from vidstyle.pipeline.ledger import RUNNING, Ledger
+
+    settings = Settings(container=store.container)
+    layout = Layout(settings)
+    video = Video(store.container, "incoming/a.mp4", "v1", "2026-12-06T08:00:00+00:00", 10)
+    Ledger(store, layout).record(video, "manual__a", RUNNING, OutputSpec("pop-art"), is_default=True)
+    area = layout.work(video.video_id, "manual__a")
+    for i in range(3):
+        store.hook.load_string("{}", store.container, area.chunk_file(i, "in", "chunk.json"))
+    store.hook.load_string("{}", store.container, area.chunk_file(1, "out", "result.json"))
+    [out] = Catalog(store, settings).get(video.video_id)["outputs"]
+    assert out["state"] == "running" and out["chunks"] == {"done": 1, "total": 3}

@@ -307,6 +307,15 @@ def test_upload_in_the_browser_watch_it_finish_play_it_and_restyle_it(site, brow
                                                                   "video.styled")))
     shot(driver, "restyled")
 
+    # A failed output says where and why, in one sentence.
+    layout = Layout(Settings(container=site["container"]))
+    broken = Video(site["container"], "incoming/broken.mp4", "b1", "2026-12-06T08:00:00+00:00", 10)
+    Ledger(site["store"], layout).record(broken, "manual__broken", FAILED, OutputSpec("pop-art"), is_default=False,
+                                         error="split: no video stream in incoming/broken.mp4")
+    driver.get(f"{site['url']}/videos/#/video/{broken.video_id}")
+    failure = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, ".output[data-state='failed'] .failure")))
+    assert failure.text == "Failed in task split because no video stream in incoming/broken.mp4."
+
     # In Airflow's own UI: the Videos entry in its navigation frames the same page.
     driver.get(f"{site['url']}/plugin/videos")
     frame = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "iframe[src*='/videos/']")))
