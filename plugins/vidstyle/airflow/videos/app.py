@@ -12,6 +12,7 @@ connection; the browser only ever gets a link for one blob, short-lived.
 from __future__ import annotations
 
 import posixpath
+import re
 import unicodedata
 from functools import cache
 from importlib import resources
@@ -34,6 +35,7 @@ PREFIX = "/videos"
 STATIC = resources.files("vidstyle.airflow.videos") / "static"
 CAN_READ = [Depends(requires_access_dag("GET", DagAccessEntity.RUN, DAG_ID))]
 CAN_TRIGGER = [Depends(requires_access_dag("POST", DagAccessEntity.RUN, DAG_ID))]
+VIDEO_ID = re.compile(r"[a-z0-9-]{1,80}")
 NO_STORE = {"Cache-Control": "no-store"}  # links and states must never come from a cache
 
 app = FastAPI(title="Videos (vidstyle)", docs_url=None, redoc_url=None, openapi_url=None)
@@ -101,7 +103,7 @@ def list_videos(cursor: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Q
 
 @app.get("/api/videos/{video_id}", dependencies=CAN_READ)
 def one_video(video_id: str) -> JSONResponse:
-    if not video_id.replace("-", "").isalnum() or len(video_id) > 80:  # ids are slug-hash: ASCII
+    if not VIDEO_ID.fullmatch(video_id):  # ids are an ASCII slug and a hash (vidstyle.pipeline.identity)
         raise HTTPException(404, "no such video")
     catalog = _catalog()
     video = catalog.get(video_id)
