@@ -12,6 +12,12 @@ if ! command -v docker-compose >/dev/null; then
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
   $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq && $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-compose >/dev/null
 fi
+# Debian's chromium and its chromedriver drive the Videos page's browser test (tests/videos).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "[test] installing chromium and chromium-driver (Debian packages)"
+  if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 rm -rf .cache/airflow-test  # the tests' Airflow gets a fresh database every run
 .venv/bin/vidstyle azurite start
 .venv/bin/ruff check .

@@ -42,7 +42,8 @@ def test_the_wheel_holds_the_packages_the_dags_the_models_and_the_calibration_ph
     assert {"vidstyle/dags/video_stylize.py", "vidstyle/dags/video_arrivals.py", "vidstyle/dags/video_backlog.py",
             "scoring/models/pop-art.pth", "scoring/models/pop-art.json", "scoring/calibration/rocket.jpg",
             "vidstyle/cli/main.py",
-            "vidstyle/airflow/plugin.py"} <= names
+            "vidstyle/airflow/plugin.py", "vidstyle/airflow/videos/static/index.html",
+            "vidstyle/airflow/videos/static/videos.js", "vidstyle/airflow/videos/static/videos.css"} <= names
     assert not any(n.startswith(("tests/", "images/", "scripts/")) or "__pycache__" in n for n in names)
     assert "vidstyle = vidstyle.cli.main:main" in entry_points
     assert "vidstyle = vidstyle.airflow.plugin:VidstylePlugin" in entry_points
