@@ -6,17 +6,17 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/bootstrap.sh
 ./scripts/install-helm.sh  # the rendered Helm chart's tests (tests/deploy/test_helm_values.py)
-# Debian's docker-compose validates docker-compose.yaml offline (tests/deploy/test_compose.py).
-if ! command -v docker-compose >/dev/null; then
-  echo "[test] installing docker-compose (Debian package)"
+# Debian's packages the tests drive: docker-compose validates docker-compose.yaml offline
+# (tests/deploy/test_compose.py); chromium and its chromedriver run the Videos page (tests/videos).
+missing=()
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[test] installing ${missing[*]} (Debian packages)"
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
-  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq && $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-compose >/dev/null
-fi
-# Debian's chromium and its chromedriver drive the Videos page's browser test (tests/videos).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  echo "[test] installing chromium and chromium-driver (Debian packages)"
-  if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  apt_get() { $sudo apt-get -o DPkg::Lock::Timeout=600 "$@"; }  # waits for another apt's lock
+  apt_get update -qq && apt_get install -y -qq "${missing[@]}" >/dev/null
 fi
 rm -rf .cache/airflow-test  # the tests' Airflow gets a fresh database every run
 .venv/bin/vidstyle azurite start
