@@ -177,12 +177,25 @@ def test_the_form_states_every_rule_in_words_and_shows_no_regular_expression():
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("conf", "words"), [
-    ({"video_blob": "incoming/notes.txt"}, "give the path of a video file inside container"),
-    ({"video_blob": "incoming/a.mp4", "output_prefix": "no-slash"}, "give a folder inside container"),
+    ({"video_blob": "incoming/notes.txt"}, "video_blob 'incoming/notes.txt': give the path of a video file inside "
+     "container {container!r}, without a leading '/', ending in one of .mp4,.mov,"),
+    ({"video_blob": "incoming/a.mp4", "output_prefix": "no-slash"}, "output_prefix 'no-slash': give a folder inside "
+     "container {container!r}, ending with '/' and without a leading '/'"),
 ])
-def test_paths_that_break_the_rules_fail_at_once_saying_the_rule(store, conf, words):
+def test_paths_that_break_the_rules_fail_at_once_saying_the_rule(store, tmp_path, caplog, conf, words):
+    """The rule in words where a user reads why a run failed: the task log's failure line and the
+    video's ledger entry (the blob exists, so the failure is recorded against it)."""
+    (tmp_path / "v").write_bytes(b"any bytes: the rule is checked before the content is read")
+    store.upload(tmp_path / "v", conf["video_blob"])
+    words = words.format(container=store.container)
+    caplog.set_level("ERROR", logger="vidstyle.airflow.tasks")
     dr = load_dag("video_stylize").test(run_conf=conf)
     assert str(dr.state) == "failed" and task_states(dr)["start"] == ("failed", 1)
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "vidstyle.airflow.tasks"]
+    assert logged.startswith(f"FAILED start of run {dr.run_id}: ") and words in logged, logged
+    entry = Ledger(store, Layout(load_settings())).get(current_video(store, conf["video_blob"]).video_id)
+    error = entry["runs"][dr.run_id]["error"]
+    assert entry["runs"][dr.run_id]["status"] == FAILED and error.startswith("start: ") and words in error, error
 
 
 def test_the_api_accepts_a_good_form(api):
@@ -521,3 +534,7 @@ def test_a_source_whose_times_go_backwards_fails_once_at_split_saying_so(store, 
     states = task_states(dr)
     assert str(dr.state) == "failed" and states["split"] == ("failed", 1), states
     assert not any(k.startswith("stylize_chunk") and v[0] == "success" for k, v in states.items())
+    entry = Ledger(store, Layout(load_settings())).get(current_video(store, "incoming/odd/pasted.ts").video_id)
+    error = entry["runs"][dr.run_id]["error"]
+    assert entry["status"] == FAILED and error.startswith("split: video incoming/odd/pasted.ts: split: bad input: ")
+    assert "its timestamps go backwards: frame " in error and "remux it with new timestamps" in error, error
