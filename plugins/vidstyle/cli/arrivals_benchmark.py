@@ -52,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "reported if it runs out (default %(default)s)")
     p.add_argument("--modes", default=",".join(MODES), help="watchers to measure (default %(default)s)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--idle-seconds", type=float, default=60.0,
+                   help="how long each watcher is counted idle (default %(default)s; requests are given per minute)")
 
 
 class Azurite:
@@ -269,7 +271,7 @@ def run(a: argparse.Namespace) -> int:
             print(f"{size} videos in the archive (filled in {time.monotonic() - started:.0f} s)", flush=True)
             row = {}
             for mode in modes:
-                row[mode] = idle_cost(azurite, mode, settings)
+                row[mode] = idle_cost(azurite, mode, settings, a.idle_seconds)
                 taken = delays(mode, settings, a.samples, a.phase_seconds, work)
                 row[mode] |= {"delays_seconds": [round(d, 1) for d in taken],
                               "median_delay_seconds": round(statistics.median(taken), 1) if taken else None}
