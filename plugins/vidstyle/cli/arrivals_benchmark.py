@@ -46,7 +46,8 @@ MODES = ("listing", "storage_queue")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1000,10000,100000", help="archive sizes, ascending (default %(default)s)")
-    p.add_argument("--samples", type=int, default=10, help="uploads timed per watcher and size (default 10)")
+    p.add_argument("--samples", type=int, default=10,
+                   help="uploads timed per watcher and size (default 10; 0: no cluster, the idle cost only)")
     p.add_argument("--phase-seconds", type=float, default=900,
                    help="the most one watcher's delay samples may take at one size; fewer samples are "
                         "reported if it runs out (default %(default)s)")
@@ -272,7 +273,7 @@ def run(a: argparse.Namespace) -> int:
             row = {}
             for mode in modes:
                 row[mode] = idle_cost(azurite, mode, settings, a.idle_seconds)
-                taken = delays(mode, settings, a.samples, a.phase_seconds, work)
+                taken = delays(mode, settings, a.samples, a.phase_seconds, work) if a.samples else []
                 row[mode] |= {"delays_seconds": [round(d, 1) for d in taken],
                               "median_delay_seconds": round(statistics.median(taken), 1) if taken else None}
                 print(f"  {mode}: {json.dumps(row[mode])}", flush=True)
