@@ -538,3 +538,29 @@ def test_a_source_whose_times_go_backwards_fails_once_at_split_saying_so(store, 
     error = entry["runs"][dr.run_id]["error"]
     assert entry["status"] == FAILED and error.startswith("split: video incoming/odd/pasted.ts: split: bad input: ")
     assert "its timestamps go backwards: frame " in error and "remux it with new timestamps" in error, error
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", ["audio-first", "audio-late"])
+def test_audio_starting_before_or_after_the_video_stays_in_sync_through_a_real_run(store, tmp_path, case):
+    """The corpus's shifted-audio cases through the DAG (split's plan, extract_audio, the chunks,
+    stitch): the frames keep the source's times, and the audio starts as far from the first frame
+    and lasts as long as in the source, both measured on the files."""
+    from tests.media.corpus import CASES, decoded_times
+    from vidstyle.media import probe as media
+
+    (tmp_path / "make").mkdir()
+    src = next(c for c in CASES if c.name == case).make(tmp_path / "make")
+    blob = f"incoming/odd/{case}.mp4"
+    store.upload(src, blob)
+    dr = load_dag("video_stylize").test(run_conf={"video_blob": blob, "chunk_frames": 12})
+    states = task_states(dr)
+    assert str(dr.state) == "success" and states["extract_audio"][0] == "success", states
+    out = store.download(Layout(load_settings()).outputs(blob, Layout(load_settings()).default_output())["video"],
+                         tmp_path / "out.mp4")
+    assert relative_times(out) == decoded_times(src)
+    (src_start, src_end), (out_start, out_end) = media.audio_span(src), media.audio_span(out)
+    src_first, out_first = media.video_times(src)[0][0], media.video_times(out)[0][0]
+    assert (src_start < src_first) == (case == "audio-first")  # the case is what it says
+    assert abs((out_start - out_first) - (src_start - src_first)) <= Fraction(1, 1000)
+    assert abs((out_end - out_start) - (src_end - src_start)) <= Fraction(1, 1000)

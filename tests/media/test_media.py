@@ -21,11 +21,13 @@ from scoring.cli import main as scoring_main
 from tests.support import cut_chunks, make_video
 from vidstyle.media import audio, joining
 from vidstyle.media import probe as media
-from vidstyle.media.cutting import Cutter, Geometry, output_time_base
+from vidstyle.media.cutting import Cutter, Geometry
+from vidstyle.pipeline.plan import Plan
 
 
 def run_pipeline(src: Path, tmp: Path, model: Path | str, chunk_frames: int = 20, output_height: int = 0):
-    """What the DAG does, without Airflow: returns (source info, chunks, result path, check report)."""
+    """What the DAG's steps do, without Airflow or storage (the same media functions, the same Plan):
+    returns (source info, chunks, result path, check report)."""
     info, index = media.probe(src, max_gop=2 * chunk_frames)
     geometry = Geometry.of(info, output_height)
     folders = tmp / "chunks"
@@ -40,14 +42,12 @@ def run_pipeline(src: Path, tmp: Path, model: Path | str, chunk_frames: int = 20
         args = ["stylize", "--model", str(model), "--input", str(folders / f"{c.index}" / "in"),
                 "--output", str(folders / f"{c.index}" / "out"), "--log-every", "60"]
         assert scoring_main(args) == 0, c.label
-    origin = min(info.start, Fraction(info.audio.start)) if info.audio else info.start
+    plan = Plan.of(info, geometry, chunks)  # the pipeline's own: the origin and the video's offset, as split makes them
     track = None
     if info.audio:
         track = tmp / "audio.m4a"
-        audio.extract_audio(src, track, origin)
-    tb = output_time_base(info)
-    offset = round((info.start - origin) / tb) * tb
-    segments = joining.segments(chunks, info.pts, info.durations[-1], info.tb, offset)
+        audio.extract_audio(src, track, plan.origin)
+    segments = joining.segments(chunks, info.pts, info.durations[-1], info.tb, plan.video_offset)
     out = tmp / "result.mp4"
     joining.join(segments, lambda i: folders / f"{i}" / "out" / SEGMENT_NAME, track, out)
     report = joining.check_result([p * info.tb for p in info.pts], (info.pts[-1] + info.durations[-1]) * info.tb,
