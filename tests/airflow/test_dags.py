@@ -177,12 +177,25 @@ def test_the_form_states_every_rule_in_words_and_shows_no_regular_expression():
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("conf", "words"), [
-    ({"video_blob": "incoming/notes.txt"}, "give the path of a video file inside container"),
-    ({"video_blob": "incoming/a.mp4", "output_prefix": "no-slash"}, "give a folder inside container"),
+    ({"video_blob": "incoming/notes.txt"}, "video_blob 'incoming/notes.txt': give the path of a video file inside "
+     "container {container!r}, without a leading '/', ending in one of .mp4,.mov,"),
+    ({"video_blob": "incoming/a.mp4", "output_prefix": "no-slash"}, "output_prefix 'no-slash': give a folder inside "
+     "container {container!r}, ending with '/' and without a leading '/'"),
 ])
-def test_paths_that_break_the_rules_fail_at_once_saying_the_rule(store, conf, words):
+def test_paths_that_break_the_rules_fail_at_once_saying_the_rule(store, tmp_path, caplog, conf, words):
+    """The rule in words where a user reads why a run failed: the task log's failure line and the
+    video's ledger entry (the blob exists, so the failure is recorded against it)."""
+    (tmp_path / "v").write_bytes(b"any bytes: the rule is checked before the content is read")
+    store.upload(tmp_path / "v", conf["video_blob"])
+    words = words.format(container=store.container)
+    caplog.set_level("ERROR", logger="vidstyle.airflow.tasks")
     dr = load_dag("video_stylize").test(run_conf=conf)
     assert str(dr.state) == "failed" and task_states(dr)["start"] == ("failed", 1)
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "vidstyle.airflow.tasks"]
+    assert logged.startswith(f"FAILED start of run {dr.run_id}: ") and words in logged, logged
+    entry = Ledger(store, Layout(load_settings())).get(current_video(store, conf["video_blob"]).video_id)
+    error = entry["runs"][dr.run_id]["error"]
+    assert entry["runs"][dr.run_id]["status"] == FAILED and error.startswith("start: ") and words in error, error
 
 
 def test_the_api_accepts_a_good_form(api):
@@ -521,3 +534,33 @@ def test_a_source_whose_times_go_backwards_fails_once_at_split_saying_so(store, 
     states = task_states(dr)
     assert str(dr.state) == "failed" and states["split"] == ("failed", 1), states
     assert not any(k.startswith("stylize_chunk") and v[0] == "success" for k, v in states.items())
+    entry = Ledger(store, Layout(load_settings())).get(current_video(store, "incoming/odd/pasted.ts").video_id)
+    error = entry["runs"][dr.run_id]["error"]
+    assert entry["status"] == FAILED and error.startswith("split: video incoming/odd/pasted.ts: split: bad input: ")
+    assert "its timestamps go backwards: frame " in error and "remux it with new timestamps" in error, error
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", ["audio-first", "audio-late"])
+def test_audio_starting_before_or_after_the_video_stays_in_sync_through_a_real_run(store, tmp_path, case):
+    """The corpus's shifted-audio cases through the DAG (split's plan, extract_audio, the chunks,
+    stitch): the frames keep the source's times, and the audio starts as far from the first frame
+    and lasts as long as in the source, both measured on the files."""
+    from tests.media.corpus import CASES, decoded_times
+    from vidstyle.media import probe as media
+
+    (tmp_path / "make").mkdir()
+    src = next(c for c in CASES if c.name == case).make(tmp_path / "make")
+    blob = f"incoming/odd/{case}.mp4"
+    store.upload(src, blob)
+    dr = load_dag("video_stylize").test(run_conf={"video_blob": blob, "chunk_frames": 12})
+    states = task_states(dr)
+    assert str(dr.state) == "success" and states["extract_audio"][0] == "success", states
+    out = store.download(Layout(load_settings()).outputs(blob, Layout(load_settings()).default_output())["video"],
+                         tmp_path / "out.mp4")
+    assert relative_times(out) == decoded_times(src)
+    (src_start, src_end), (out_start, out_end) = media.audio_span(src), media.audio_span(out)
+    src_first, out_first = media.video_times(src)[0][0], media.video_times(out)[0][0]
+    assert (src_start < src_first) == (case == "audio-first")  # the case is what it says
+    assert abs((out_start - out_first) - (src_start - src_first)) <= Fraction(1, 1000)
+    assert abs((out_end - out_start) - (src_end - src_start)) <= Fraction(1, 1000)

@@ -81,17 +81,47 @@ def test_polling_does_not_log_every_storage_requests_headers(store, caplog):
     assert azure_info_lines() == [] and "x-ms-version" not in caplog.text
 
 
-@pytest.mark.timeout(60)
-def test_trigger_waits_for_a_container_that_does_not_exist_yet(monkeypatch):
-    async def scenario():
-        events = make_trigger("no-such-container-yet").run()
-        waiting = asyncio.ensure_future(events.__anext__())
-        await asyncio.sleep(1.0)
-        done = waiting.done()
-        waiting.cancel()
-        return done
+@pytest.mark.timeout(120)
+def test_trigger_waits_for_a_container_that_does_not_exist_yet_then_fires_once_a_video_is_in_it(azurite, tmp_path):
+    """Looks into a missing container without failing (three looks, counted as its scans return),
+    and fires with the video once the container exists and holds one."""
+    import uuid
 
-    assert asyncio.run(scenario()) is False
+    from vidstyle.hooks.blob_store import BlobStore
+
+    name = f"later-{uuid.uuid4().hex[:12]}"
+    store = BlobStore(load_settings().wasb_conn_id, name)
+    (f := tmp_path / "v.mp4").write_bytes(b"first upload")
+    trigger, scans = make_trigger(name), []
+    real_scan = trigger._scan
+
+    async def counted_scan(client):  # the real scan, its answers kept
+        scans.append(await real_scan(client))
+        return scans[-1]
+
+    trigger._scan = counted_scan
+
+    async def scenario():
+        events = trigger.run()
+        waiting = asyncio.ensure_future(events.__anext__())
+        async with asyncio.timeout(60):
+            while len(scans) < 3:
+                assert not waiting.done(), waiting.result().payload  # never fires (nor errs) on no container
+                await asyncio.sleep(0.05)
+        assert scans[:3] == [[], [], []] and not waiting.done()
+        await asyncio.to_thread(store.ensure_container)
+        await asyncio.to_thread(store.upload, f, "incoming/first.mp4")
+        event = await asyncio.wait_for(waiting, timeout=30)
+        await events.aclose()
+        return event.payload
+
+    try:
+        payload = asyncio.run(scenario())
+    finally:
+        if store.hook.blob_service_client.get_container_client(name).exists():
+            store.hook.blob_service_client.delete_container(name)
+    assert payload["status"] == "success", payload
+    assert [v["blob"] for v in payload["videos"]] == ["incoming/first.mp4"]
 
 
 @pytest.mark.timeout(300)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -24,11 +23,9 @@ def test_the_top_help_lists_every_command_and_loads_neither_airflow_nor_torch():
     code = ("import sys; from vidstyle.cli.main import build_parser; build_parser(); "
             "print(sorted(m for m in ('airflow', 'torch', 'cv2', 'av') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
-    started = time.monotonic()
+    assert loaded.strip() == "[]"  # what keeps --help cheap, asserted as such rather than timed
     done = vidstyle("--help")
     assert done.returncode == 0 and all(name in done.stdout for name in COMMANDS)
-    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize(("command", "option"), [
@@ -36,7 +33,8 @@ def test_the_top_help_lists_every_command_and_loads_neither_airflow_nor_torch():
     ("airflow", "args"), ("services", "createdb"), ("azurite", "start"), ("pool", "--quiet"),
     ("provision", "--dry-run"), ("stylize", "--compile-min-pixels"), ("preview", "--image"), ("flicker", "--strip"),
     ("models", "--help"), ("sample", "--no-audio"), ("benchmark", "--forward-only"),
-    ("pipeline-benchmark", "--sizes"), ("train-filter", "--stability"), ("train-style", "--vgg-weights")])
+    ("pipeline-benchmark", "--sizes"), ("arrivals-benchmark", "--idle-seconds"),
+    ("train-filter", "--stability"), ("train-style", "--vgg-weights")])
 def test_each_command_says_what_it_takes(command, option):
     done = vidstyle(command, "--help")
     assert done.returncode == 0, done.stderr

@@ -40,9 +40,11 @@ from vidstyle.pipeline.settings import Settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
-# One scoring slot and many small chunks: the first run stays in its chunks for a while whatever
-# the machine's speed (each chunk pays its scorer process's start), long enough for the rest.
-FRAMES, CHUNK = 96, 4
+# One scoring slot and several small chunks. Once a run scores its first chunk the test holds it
+# there: the pool goes to 0 slots (through the REST API), so no further chunk starts and the run
+# stays running, whatever the machine's speed, until the test gives the slot back.
+FRAMES, CHUNK = 24, 4
+POOL = Settings().scoring_pool
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +128,20 @@ def up(env, tmp_path_factory):
     return store, layout, Ledger(store, layout)
 
 
+def scoring_slots(env: dict, slots: int) -> None:
+    """0: the run in its chunks is held there (the chunk scoring ends, no other starts); 1: released."""
+    body = {"pool": POOL, "slots": slots, "include_deferred": True}  # the API asks for all three; only slots changes
+    assert api(env, "PATCH", f"pools/{POOL}?update_mask=slots", body)["slots"] == slots
+
+
 def upload_and_wait_for_its_chunks(env: dict, store: BlobStore, blob: str, tmp_path) -> tuple:
-    """An upload, the watcher's run for it, and that run scoring its chunks."""
+    """An upload, the watcher's run for it, and that run scoring its chunks, held there."""
     upload_with_event(store, make_video(tmp_path / "v.mp4", seconds=FRAMES * 1001 / 30000, size="96x64",
                                         audio=False), blob, Settings(container=store.container))
     video = current_video(store, blob)
     run_id = wait_for("the watcher's run", lambda: runs_of(env, video.video_id), 300)[0]
     wait_for("the run in its chunks", lambda: scoring(env, run_id), 600, every=0.5)
+    scoring_slots(env, 0)
     return video, run_id
 
 
@@ -158,14 +167,15 @@ def test_a_second_run_of_the_same_result_waits_its_turn_and_the_sweeps_leave_bot
             env=env)
     wait_for("the backfill", lambda: sql(env, "select state from dag_run where dag_id = 'video_backlog' and "
                                               "run_type = 'backfill'") == [("success",)], 300)
-    assert run_state(env, "video_stylize", first) == "running", "the first run ended before the sweeps: too fast"
+    assert run_state(env, "video_stylize", first) == "running"  # held in its chunks
     entry = ledger.get(video.video_id)
     assert {entry["runs"][first]["status"], entry["runs"][second]["status"]} <= {"queued", "running"}, entry["runs"]
     assert ENDED_UNSAID not in json.dumps(entry)
     assert runs_of(env, video.video_id) == [first]  # nothing started again
     assert store.read_json(claim)["run_id"] == first and ti_state(env, second, "split") is None
 
-    # The first publishes, then the second takes its turn and writes its own result.
+    # Released: the first publishes, then the second takes its turn and writes its own result.
+    scoring_slots(env, 1)
     for run_id in (first, second):
         assert wait_for(f"run {run_id}", lambda r=run_id: run_state(env, "video_stylize", r) in ("success", "failed")
                         and run_state(env, "video_stylize", r), 900, every=2) == "success"
@@ -191,6 +201,7 @@ def test_a_run_killed_outright_is_found_by_the_next_sweep_and_started_again(env,
     time.sleep(5)
     assert ledger.get(video.video_id)["runs"][lost]["status"] == "running"
     sweep(env, "after-a-lost-run")
+    scoring_slots(env, 1)
     entry = ledger.get(video.video_id)
     assert entry["runs"][lost]["status"] == FAILED and entry["runs"][lost]["error"] == ENDED_UNSAID
     assert any(r.startswith(lost + "__re__") for r in runs_of(env, video.video_id))  # started again

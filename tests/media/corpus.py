@@ -8,6 +8,8 @@ data path"): come out exact, or be refused at the split with the words given.
 
 from __future__ import annotations
 
+import functools
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +36,21 @@ def tone(seconds: float = 1.2, freq: int = 440, rate: int = 48000) -> list[str]:
 X264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "12"]
 
 
-def encoder_available(name: str) -> bool:
+@functools.cache
+def ffmpeg_encoders() -> frozenset[str]:
+    """The encoders of the ffmpeg that makes the clips (the system's, as ``ffmpeg -encoders`` lists them)."""
+    listing = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True, check=True,
+                             timeout=60).stdout
+    # Lines like " V....D libx264   libx264 H.264 ...", after a " ------" rule.
+    rows = listing.split(" ------", 1)[1].splitlines()
+    return frozenset(parts[1] for parts in (row.split() for row in rows) if len(parts) > 1)
+
+
+def pyav_decodes(name: str) -> bool:
+    """Whether PyAV (which the pipeline reads every file with) has this decoder."""
     try:
-        av.codec.Codec(name, "w")
-    except Exception:
+        av.codec.Codec(name, "r")
+    except av.codec.codec.UnknownCodecError:
         return False
     return True
 
@@ -48,7 +61,14 @@ class Case:
     what: str  # what it is, for the README's table
     make: Callable[[Path], Path]
     refused: str = ""  # words of the split's error; empty: must come out exact
-    needs: str = ""  # an encoder that may be missing
+    encoders: tuple[str, ...] = ("libx264", "aac")  # what the system ffmpeg needs to make it
+    decoders: tuple[str, ...] = ("h264", "aac")  # what PyAV needs to read it
+
+    def missing_tools(self) -> list[str]:
+        """What this machine lacks to make or read the case (CI has all of it)."""
+        return ([f"ffmpeg ({shutil.which('ffmpeg')}) has no {e} encoder"
+                 for e in self.encoders if e not in ffmpeg_encoders()]
+                + [f"PyAV {av.__version__} has no {d} decoder" for d in self.decoders if not pyav_decodes(d)])
 
 
 # -- the makers ----------------------------------------------------------------------------------
@@ -137,15 +157,19 @@ def two_audio(d: Path) -> Path:
 
 CASES = [
     Case("concat-rates", "24 and 30 fps clips joined by the concat demuxer with -c copy (MP4)", concat_rates),
-    Case("setts-gap", "a 0.4 s gap in the timestamps (setts)", setts("if(gte(N,10),TS+400,TS)", "gap.mkv")),
-    Case("setts-one-tick", "frames 1 ms apart mid-stream (setts)", setts("if(gte(N,10),TS-39,TS)", "tick.mkv")),
+    Case("setts-gap", "a 0.4 s gap in the timestamps (setts)", setts("if(gte(N,10),TS+400,TS)", "gap.mkv"),
+         encoders=("libx264",), decoders=("h264",)),
+    Case("setts-one-tick", "frames 1 ms apart mid-stream (setts)", setts("if(gte(N,10),TS-39,TS)", "tick.mkv"),
+         encoders=("libx264",), decoders=("h264",)),
     Case("setts-jump-back", "timestamps that jump back mid-stream (setts)",
-         setts("if(gte(N,10),TS-200,TS)", "back.mkv"), refused="share a timestamp"),
+         setts("if(gte(N,10),TS-200,TS)", "back.mkv"), refused="share a timestamp", encoders=("libx264",),
+         decoders=("h264",)),
     Case("setts-duplicate", "two frames with one presentation time (setts)",
-         setts("if(eq(N,10),TS-40,TS)", "dup.mkv"), refused="share a timestamp"),
+         setts("if(eq(N,10),TS-40,TS)", "dup.mkv"), refused="share a timestamp", encoders=("libx264",),
+         decoders=("h264",)),
     Case("ts-offset", "MPEG-TS starting at 10 s", ts_offset),
     Case("ts-discontinuity", "two MPEG-TS recordings back to back (timestamps start over)", ts_discontinuity,
-         refused="timestamps go backwards"),
+         refused="timestamps go backwards", encoders=("libx264",), decoders=("h264",)),
     Case("edit-skip", "MP4 cut with -c copy mid-GOP: the edit list skips frames", edit_skip),
     Case("edit-gap", "MP4 whose video starts 0.4 s in (an empty edit)", edit_gap),
     Case("open-gop", "H.264 open GOP with B-frames", x264("open-gop.mkv", "-x264-params",
@@ -154,22 +178,28 @@ CASES = [
                                                               "b-pyramid=normal:bframes=3:keyint=12")),
     Case("hevc", "HEVC in MP4 (B-frames)", encoded("hevc.mp4", "-c:v", "libx265", "-preset", "ultrafast",
                                                   "-x265-params", "log-level=error:keyint=12", "-tag:v", "hvc1",
-                                                  audio=["-c:a", "aac"]), needs="libx265"),
+                                                  audio=["-c:a", "aac"]),
+         encoders=("libx265", "aac"), decoders=("hevc", "aac")),
     Case("vp9-altref", "VP9 with alt-ref frames (WebM, Opus)",
          encoded("altref.webm", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-auto-alt-ref",
-                 "1", "-lag-in-frames", "16", "-g", "12", audio=["-c:a", "libopus"]), needs="libvpx-vp9"),
+                 "1", "-lag-in-frames", "16", "-g", "12", audio=["-c:a", "libopus"]),
+         encoders=("libvpx-vp9", "libopus"), decoders=("vp9", "opus")),
     Case("av1", "AV1 (SVT-AV1) in MP4", encoded("av1.mp4", "-c:v", "libsvtav1", "-preset", "12", "-g", "12",
-                                                audio=["-c:a", "aac"]), needs="libsvtav1"),
+                                                audio=["-c:a", "aac"]), encoders=("libsvtav1", "aac"),
+         decoders=("libdav1d", "aac")),  # FFmpeg's own av1 decoder needs a GPU; dav1d decodes in software
     Case("mpeg2-interlaced", "interlaced MPEG-2 in MPEG-PS, MP2 audio (B-frames without timestamps)",
          encoded("interlaced.mpg", "-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-top", "1", "-g", "12",
-                 "-bf", "2", audio=["-c:a", "mp2"])),
+                 "-bf", "2", audio=["-c:a", "mp2"]), encoders=("mpeg2video", "mp2"), decoders=("mpeg2video", "mp2")),
     Case("mjpeg-avi", "Motion JPEG in AVI with PCM mono audio",
          encoded("mjpeg.avi", "-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p",
-                 audio=["-c:a", "pcm_s16le", "-ac", "1"])),
+                 audio=["-c:a", "pcm_s16le", "-ac", "1"]), encoders=("mjpeg", "pcm_s16le"),
+         decoders=("mjpeg", "pcm_s16le")),
     Case("prores-mov", "ProRes 4:2:2 10-bit in MOV", encoded("prores.mov", "-c:v", "prores_ks", "-profile:v", "2",
-                                                            audio=["-c:a", "pcm_s16le"])),
+                                                            audio=["-c:a", "pcm_s16le"]),
+         encoders=("prores_ks", "pcm_s16le"), decoders=("prores", "pcm_s16le")),
     Case("ffv1-mkv", "FFV1 (lossless, intra-only) in Matroska", encoded("ffv1.mkv", "-c:v", "ffv1",
-                                                                        audio=["-c:a", "flac"])),
+                                                                        audio=["-c:a", "flac"]),
+         encoders=("ffv1", "flac"), decoders=("ffv1", "flac")),
     Case("h264-10bit", "H.264 10-bit", x264("ten.mkv", pix_fmt="yuv420p10le")),
     Case("h264-422", "H.264 4:2:2", x264("422.mkv", pix_fmt="yuv422p")),
     Case("h264-444", "H.264 4:4:4", x264("444.mp4", pix_fmt="yuv444p")),

@@ -5,6 +5,7 @@ against the source's, exactly, not only the count."""
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 from fractions import Fraction
@@ -17,14 +18,16 @@ import pytest
 
 from scoring.chunk import SEGMENT_NAME, Encoding
 from scoring.cli import main as scoring_main
-from tests.support import make_video
+from tests.support import cut_chunks, make_video
 from vidstyle.media import audio, joining
 from vidstyle.media import probe as media
-from vidstyle.media.cutting import Cutter, Geometry, output_time_base
+from vidstyle.media.cutting import Cutter, Geometry
+from vidstyle.pipeline.plan import Plan
 
 
 def run_pipeline(src: Path, tmp: Path, model: Path | str, chunk_frames: int = 20, output_height: int = 0):
-    """What the DAG does, without Airflow: returns (source info, chunks, result path, check report)."""
+    """What the DAG's steps do, without Airflow or storage (the same media functions, the same Plan):
+    returns (source info, chunks, result path, check report)."""
     info, index = media.probe(src, max_gop=2 * chunk_frames)
     geometry = Geometry.of(info, output_height)
     folders = tmp / "chunks"
@@ -39,14 +42,12 @@ def run_pipeline(src: Path, tmp: Path, model: Path | str, chunk_frames: int = 20
         args = ["stylize", "--model", str(model), "--input", str(folders / f"{c.index}" / "in"),
                 "--output", str(folders / f"{c.index}" / "out"), "--log-every", "60"]
         assert scoring_main(args) == 0, c.label
-    origin = min(info.start, Fraction(info.audio.start)) if info.audio else info.start
+    plan = Plan.of(info, geometry, chunks)  # the pipeline's own: the origin and the video's offset, as split makes them
     track = None
     if info.audio:
         track = tmp / "audio.m4a"
-        audio.extract_audio(src, track, origin)
-    tb = output_time_base(info)
-    offset = round((info.start - origin) / tb) * tb
-    segments = joining.segments(chunks, info.pts, info.durations[-1], info.tb, offset)
+        audio.extract_audio(src, track, plan.origin)
+    segments = joining.segments(chunks, info.pts, info.durations[-1], info.tb, plan.video_offset)
     out = tmp / "result.mp4"
     joining.join(segments, lambda i: folders / f"{i}" / "out" / SEGMENT_NAME, track, out)
     report = joining.check_result([p * info.tb for p in info.pts], (info.pts[-1] + info.durations[-1]) * info.tb,
@@ -254,12 +255,30 @@ def test_garbage_is_a_clear_media_error(tmp_path, content):
         media.probe(bad, 100)
 
 
-def test_a_truncated_video_fails_clearly(tmp_path, tiny_model):
-    src = make_video(tmp_path / "ok.mp4", seconds=2, audio=False)
-    cut = tmp_path / "cut.mp4"
+def truncated(src: Path) -> Path:
+    cut = src.with_name(f"cut-{src.name}")
     cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    with pytest.raises((media.MediaError, joining.JoinError, AssertionError)):
-        run_pipeline(cut, tmp_path, tiny_model)
+    return cut
+
+
+def test_a_truncated_video_fails_clearly(tmp_path, tiny_model, capsys):
+    # ffmpeg's MP4 keeps its index (moov) at the end: cut in half, the file has none, and the
+    # probe refuses it before anything is cut.
+    cut = truncated(make_video(tmp_path / "ok.mp4", seconds=2, audio=False))
+    with pytest.raises(media.MediaError, match=r"^not a readable video \(InvalidDataError: .*Invalid data found"):
+        media.probe(cut, 100)
+    # With its index first (+faststart) the half file still reads, its last frames' data gone:
+    # the chunk's scorer fails and says which frames and where.
+    cut = truncated(encode(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-t", "2", "-c:v", "libx264",
+                            "-pix_fmt", "yuv420p", "-movflags", "+faststart"], tmp_path / "indexed.mp4"))
+    [folder] = cut_chunks(cut, tmp_path / "chunks")
+    capsys.readouterr()
+    code = scoring_main(["stylize", "--model", str(tiny_model), "--input", str(folder), "--output",
+                         str(tmp_path / "out")])
+    said = capsys.readouterr()
+    assert code == 2
+    assert re.search(r"error: chunk 1/1, frames 0-\d+: \d+ of \d+ frames did not decode \(first missing: frame "
+                     r"\d+, [\d.]+ s\); the video is damaged there", said.out + said.err), said
 
 
 def test_audio_only_file_is_refused(tmp_path):
@@ -269,10 +288,16 @@ def test_audio_only_file_is_refused(tmp_path):
         media.probe(path, 100)
 
 
-def test_file_names_are_never_shell_interpreted(tmp_path, tiny_model):
+def test_file_names_are_never_shell_interpreted(tmp_path, tiny_model, monkeypatch):
+    """A name a shell would act on: ``$(touch pwned)`` would create ``pwned`` in the working
+    folder of the process whose shell ran it (this one, or a child started from it). The data
+    path opens the file by its name as one argument (PyAV), and the file comes out whole."""
     src = make_video(tmp_path / "plain.mp4", audio=True)
-    weird = tmp_path / "it's $(touch pwned) & `x`; été 東京.mp4"
+    weird = tmp_path / "it's $(touch pwned) & `touch pwned2`; été 東京.mp4"
     shutil.copy(src, weird)
-    info, _, _, report = run_pipeline(weird, tmp_path, tiny_model)
-    assert report["frames"] == info.frames > 0
-    assert not (tmp_path / "pwned").exists()
+    cwd = tmp_path / "cwd"  # where a shell started from here would write its marker
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    info, _, out, report = run_pipeline(weird, tmp_path / "work", tiny_model)
+    assert report["frames"] == info.frames == 30 and relative_times(out) == relative_times(src)
+    assert list(cwd.iterdir()) == []  # no marker: no shell ever saw the name

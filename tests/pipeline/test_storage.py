@@ -142,6 +142,8 @@ def test_a_failed_run_cleared_past_its_claim_takes_it_again_before_writing_unles
     with pytest.raises(RuntimeError, match="run newer .* now writes outputs/w.pop-art.mp4.*claim_output"):
         hold_claim(run, lambda r: True)
     hold_claim(run, lambda r: r != "newer")  # that run has ended meanwhile: the claim is broken, and taken
+    assert store.read_json(layout.claim(output))["run_id"] == "cleared"
+    assert OutputClaims(store, layout).acquire(output, "newer", "incoming/w.mp4", lambda r: True).run_id == "cleared"
 
 
 def test_only_one_of_many_runs_asking_at_once_gets_a_claim(store):

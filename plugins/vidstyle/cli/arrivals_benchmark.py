@@ -46,12 +46,15 @@ MODES = ("listing", "storage_queue")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1000,10000,100000", help="archive sizes, ascending (default %(default)s)")
-    p.add_argument("--samples", type=int, default=10, help="uploads timed per watcher and size (default 10)")
+    p.add_argument("--samples", type=int, default=10,
+                   help="uploads timed per watcher and size (default 10; 0: no cluster, the idle cost only)")
     p.add_argument("--phase-seconds", type=float, default=900,
                    help="the most one watcher's delay samples may take at one size; fewer samples are "
                         "reported if it runs out (default %(default)s)")
     p.add_argument("--modes", default=",".join(MODES), help="watchers to measure (default %(default)s)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--idle-seconds", type=float, default=60.0,
+                   help="how long each watcher is counted idle (default %(default)s; requests are given per minute)")
 
 
 class Azurite:
@@ -269,8 +272,8 @@ def run(a: argparse.Namespace) -> int:
             print(f"{size} videos in the archive (filled in {time.monotonic() - started:.0f} s)", flush=True)
             row = {}
             for mode in modes:
-                row[mode] = idle_cost(azurite, mode, settings)
-                taken = delays(mode, settings, a.samples, a.phase_seconds, work)
+                row[mode] = idle_cost(azurite, mode, settings, a.idle_seconds)
+                taken = delays(mode, settings, a.samples, a.phase_seconds, work) if a.samples else []
                 row[mode] |= {"delays_seconds": [round(d, 1) for d in taken],
                               "median_delay_seconds": round(statistics.median(taken), 1) if taken else None}
                 print(f"  {mode}: {json.dumps(row[mode])}", flush=True)

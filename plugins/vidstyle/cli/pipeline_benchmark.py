@@ -161,11 +161,15 @@ def make_standin(path: Path) -> Path:
 
 
 def forward_seconds(model: str, width: int, height: int, frames: int) -> float:
-    """The model's forward pass alone over ``frames`` frames at this size (CPU, batch 1, fp32)."""
+    """The model's forward pass alone over ``frames`` frames at this size (CPU, batch 1, fp32),
+    compiled or not as the installation's chunks are (``local_compile``)."""
+    from vidstyle.pipeline.settings import load_settings
+
+    compiled = "--compile" if load_settings().local_compile else "--no-compile"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "fwd.json")
         _scoring("-m", "scoring.benchmark", "--model", model, "--size", f"{width}x{height}", "--forward-only",
-                 "--frames", "8", "--rounds", "3", "--json", str(out))
+                 "--frames", "8", "--rounds", "3", compiled, "--json", str(out))
         fps = json.loads(out.read_text())["ceiling_fps"]
     return frames / fps
 

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/(?P<blob>.+)$")
+# Microsoft's samples write the subject with a leading "/" (the blob storage page) and without one
+# (the CloudEvents page's sample); both are read (tests/data/event_grid/README.md).
+SUBJECT = re.compile(r"^/?blobServices/default/containers/(?P<container>[^/]+)/blobs/(?P<blob>.+)$")
 
 
 class MalformedEvent(ValueError):

@@ -17,6 +17,13 @@ class Plan:
     origin: Fraction  # the source time that becomes 0 in the result (first frame, or audio if earlier)
     chunks: list[Chunk]
 
+    @classmethod
+    def of(cls, source: SourceInfo, geometry: Geometry, chunks: list[Chunk]) -> Plan:
+        """The plan ``split`` makes: the result's clock starts at the first frame, or at the audio
+        where it starts earlier (nothing heard is cut off)."""
+        origin = min(source.start, Fraction(source.audio.start)) if source.audio else source.start
+        return cls(source, geometry, origin, chunks)
+
     def to_json(self) -> dict:
         return {"source": self.source.to_json(), "geometry": asdict(self.geometry), "origin": str(self.origin),
                 "chunks": [c.to_dict() for c in self.chunks]}

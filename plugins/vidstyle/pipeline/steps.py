@@ -108,8 +108,7 @@ def split(run: VideoRun) -> dict:
             chunks = cutter.run()
         except probe.MediaError as exc:
             raise BadInput(f"{run.video.blob}: {exc}") from exc
-    origin = min(info.start, Fraction(info.audio.start)) if info.audio else info.start
-    plan = Plan(info, geometry, origin, chunks)
+    plan = Plan.of(info, geometry, chunks)
     run.store.write_json(area.plan, plan.to_json(), indent=None)
     width, height = info.upright_size
     log.info("%s: %d frames at %s fps (%s), %.3f s, %dx%d%s -> %dx%d, audio: %s; %s mode (%s): %d chunks "
