@@ -42,6 +42,13 @@ ENDED = frozenset({COMPLETED, FAILED, CANCELED})
 USER_ERROR = "UserError"  # the service's category for errors of the job's own making (vs SystemError)
 
 
+def status_of(job: Any) -> str:
+    """A job's status as the service's word ("Running"): azure-ai-ml 1.35.2 gives its JobStatus
+    enum, whose ``str()`` is 'JobStatus.RUNNING' (the same trap as ProvisioningState)."""
+    status = getattr(job, "status", None)
+    return str(getattr(status, "value", status) or UNKNOWN)
+
+
 class AzureMLHook(BaseHook):
     """Interact with an Azure Machine Learning workspace through azure-ai-ml.
 
@@ -63,10 +70,18 @@ class AzureMLHook(BaseHook):
         from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
         tenant = extra.get("tenantId")
+        # Another cloud's sign-in authority: the extra's ``authority``, else azure-identity's own
+        # AZURE_AUTHORITY_HOST, else the public cloud's. A private cloud's authority is not in
+        # Entra ID's instance list: ``disable_instance_discovery`` skips that check.
+        common: dict[str, Any] = {}
+        if extra.get("authority"):
+            common["authority"] = extra["authority"]
+        if extra.get("disable_instance_discovery"):
+            common["disable_instance_discovery"] = True
         if login and password and tenant:
             self.log.info("Azure ML: signing in as service principal %s", login)
-            return ClientSecretCredential(tenant_id=tenant, client_id=login, client_secret=password)
-        kwargs: dict[str, Any] = {}
+            return ClientSecretCredential(tenant_id=tenant, client_id=login, client_secret=password, **common)
+        kwargs: dict[str, Any] = {k: v for k, v in common.items() if k == "authority"}
         if extra.get("managed_identity_client_id"):
             kwargs["managed_identity_client_id"] = extra["managed_identity_client_id"]
         if extra.get("workload_identity_tenant_id"):
@@ -102,8 +117,11 @@ class AzureMLHook(BaseHook):
         conn = self.check()
         extra = conn.extra_dejson
         credential = self.get_credential(extra, conn.login, conn.password)
+        # The cloud: the extra's ``cloud`` (AzureCloud, AzureChinaCloud, AzureUSGovernment, or one
+        # that ARM_CLOUD_METADATA_URL describes), else azure-ai-ml's default (AZUREML_CURRENT_CLOUD).
+        cloud = {"cloud": extra["cloud"]} if extra.get("cloud") else {}
         return MLClient(credential, extra["subscriptionId"], extra["resource_group_name"],
-                        extra["workspace_name"]), credential
+                        extra["workspace_name"], **cloud), credential
 
     def close(self) -> None:
         """Close the credential (its token cache and HTTP sessions); the next call signs in again."""
@@ -132,7 +150,7 @@ class AzureMLHook(BaseHook):
 
         try:
             job = self.get_job(name)
-            if job is None or job.status in ENDED or job.status == CANCEL_REQUESTED:  # NotResponding: cancel it
+            if job is None or status_of(job) in ENDED or status_of(job) == CANCEL_REQUESTED:  # NotResponding: cancel it
                 return False
             self.get_conn().jobs.begin_cancel(name)
         except HttpResponseError:

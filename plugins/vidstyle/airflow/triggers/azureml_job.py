@@ -100,9 +100,9 @@ class AzureMLJobTrigger(BaseTrigger):
                 if job is None:
                     yield self._event("gone", last, "the job no longer exists in the workspace")
                     return
-                if job.status != last:
-                    self.log.info("%s: Azure ML job %s is %s", self.label, self.job_name, job.status)
-                    last = job.status
+                if states.status_of(job) != last:
+                    last = states.status_of(job)
+                    self.log.info("%s: Azure ML job %s is %s", self.label, self.job_name, last)
                 if event := await self._judge(hook, job, clock):
                     yield event
                     return
@@ -111,7 +111,7 @@ class AzureMLJobTrigger(BaseTrigger):
 
     async def _judge(self, hook: AzureMLHook, job: Any, clock: _Clock) -> TriggerEvent | None:
         """The event the job's status calls for now, if any."""
-        status, url, now = job.status, getattr(job, "studio_url", "") or "", time.time()
+        status, url, now = states.status_of(job), getattr(job, "studio_url", "") or "", time.time()
         if status == states.COMPLETED:
             return self._event("success", status, url=url)
         if status in states.ENDED_BADLY:

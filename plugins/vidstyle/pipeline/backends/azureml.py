@@ -110,8 +110,8 @@ class AzureMLBackend(ComputeBackend):
             raise
         self._job_name = job.name
         note = (f"{task.where}: {'reattached to' if reattached else 'submitted'} Azure ML job {job.name} "
-                f"({job.status}) on {settings.azureml_compute}: {job.studio_url}")
-        if job.status == COMPLETED:  # only a reattached job: its output was just checked
+                f"({states.status_of(job)}) on {settings.azureml_compute}: {job.studio_url}")
+        if states.status_of(job) == COMPLETED:  # only a reattached job: its output was just checked
             log.info("%s", note)
             return self._collect(earlier_result(), task, job.name, hook, settings, store)
         return WaitForJob(
