@@ -87,6 +87,13 @@ class Calls:
         with self.lock:
             self.log.append((time.time(), method, path, status))
 
+    def summary(self) -> dict:
+        """Reads (GET) and writes (PUT, POST) of the workspace's API, and when the last was."""
+        with self.lock:
+            api = [(t, m) for t, m, p, _s in self.log if p.startswith(("/subscriptions/", "/history/"))]
+        return {"reads": sum(1 for _, m in api if m == "GET"), "writes": sum(1 for _, m in api if m != "GET"),
+                "last": api[-1][0] if api else None}
+
     def count(self, method: str | None = None, pattern: str = "") -> int:
         with self.lock:
             return sum(1 for _, m, p, _s in self.log if (method is None or m == method) and re.search(pattern, p))
@@ -289,6 +296,8 @@ class Handler(BaseHTTPRequestHandler):
                                         "ended": job.ended, "reads": job.reads,
                                         "environment": job.props.get("environmentId")}
             return 200, state
+        if parts == ["calls"]:  # Azure ML's own calls (ARM and run history), not sign-in or metadata
+            return 200, self.service.calls.summary()
         if parts == ["rules"] and self.command == "POST":
             engine.add_rule(json.loads(body))
             return 200, {}

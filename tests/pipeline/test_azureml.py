@@ -410,6 +410,7 @@ def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update
     # Creating an environment from a build context uploads it to the workspace's default storage
     # account, which the local service does not serve: it is registered as provision registers it.
     register(api, settings, version=environment_version())
+    api.assets.pop(f"/computes/{settings.azureml_compute}".lower())
     assert provision.provision(hook, settings, AZURE_ONLY) == {"datastore": "created", "cluster": "created",
                                                                  "environment": "unchanged"}
     assert provision.provision(hook, settings, AZURE_ONLY) == {"datastore": "unchanged", "cluster": "unchanged",

@@ -77,6 +77,8 @@ class Settings:
     azureml_queue_timeout_minutes: int = 120  # the longest a job may wait for a node (time queued only)
     azureml_prepare_timeout_minutes: int = 60  # the longest a job may spend Preparing (its image build)
     azureml_not_responding_minutes: int = 10  # how long a job may say NotResponding before it is given up
+    azureml_cancel_wait_minutes: int = 15  # how long a job may stay CancelRequested before the wait ends
+    azureml_outage_minutes: int = 30  # how long the job's status may be unreadable before the try ends
     azureml_pool_slots: int = 0  # chunks with a job on Azure ML at once; 0: twice azureml_max_nodes
     azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (README: chunk size)
     # Price per node-hour by VM size, for the manifest's cost estimate, as JSON: what you pay
