@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.azureml_service.api import AzureMLService, client_environment, connection, serve
+from tests.azureml_service.api import AzureMLService, Calls, client_environment, connection, serve
 from tests.azureml_service.jobs import JobService
 from tests.pipeline.azureml_support import chunk_task, register
 from tests.support import cut_chunks, make_video
@@ -33,7 +33,7 @@ def azureml(monkeypatch, container, azureml_service):
     engine, ``api`` the REST front (faults, sign-in, calls)."""
     api, ca = azureml_service
     engine = JobService({"vidstyle": (load_settings().wasb_conn_id, container)}, nodes=4, step=0.05)
-    api.engine, api.faults, api.assets, api.refuse_sign_in = engine, [], {}, False
+    api.engine, api.faults, api.assets, api.refuse_sign_in, api.calls = engine, [], {}, False, Calls()
     for key, value in client_environment(api, ca).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AIRFLOW_CONN_AZUREML_DEFAULT", json.dumps(connection(api)))

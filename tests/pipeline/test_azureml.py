@@ -357,6 +357,7 @@ def test_only_time_queued_counts_against_the_queue_timeout(azureml, staged):
 def test_the_trigger_polls_with_backoff(azureml, staged, monkeypatch):
     azureml.service.add_rule({"hold": ["Running"]})
     _, deferred = submit(staged)
+    wait_for_status(azureml, deferred.trigger.job_name, "Running")  # one status all along: one backoff
     delays = []
     real_sleep = asyncio.sleep
 

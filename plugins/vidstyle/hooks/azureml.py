@@ -5,6 +5,9 @@ The connection is the Azure provider's generic ``azure`` type. Its extra names t
 a service principal (login = client id, password = secret, extra ``tenantId``) or, by default,
 DefaultAzureCredential: a managed identity (``managed_identity_client_id`` for a user-assigned
 one), workload identity, environment variables or the az CLI login. No key is ever needed.
+Another cloud is chosen the SDKs' own way: the extra's ``cloud`` (or azure-ai-ml's
+AZUREML_CURRENT_CLOUD / ARM_CLOUD_METADATA_URL), the extra's ``authority`` (or azure-identity's
+AZURE_AUTHORITY_HOST) and ``disable_instance_discovery`` for a private authority.
 
 As in the Azure provider, the hook owns the client calls: jobs (get, submit, cancel, their run
 history's error and times) and the assets provisioning manages (datastore, compute, environment).

@@ -85,7 +85,7 @@ class Settings:
     # (low priority or dedicated, your region and discounts), e.g. {"Standard_NC4as_T4_v3": 0.15}.
     azureml_prices: str = ""
     azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
-    azureml_max_poll_seconds: float = 120.0
+    azureml_max_poll_seconds: float = 30.0  # a job's end is noticed at most this late (benchmark)
 
     @property
     def suffixes(self) -> tuple[str, ...]:

@@ -2,8 +2,8 @@
 
 The scoring task defers on it right after submitting, so no worker slot is held while the image
 is built, a GPU node starts, queues and scores (the ``scoring`` pool still counts the task: it
-bounds how many jobs are in flight). It polls the job's status with a growing interval and ends
-with one event:
+bounds how many jobs are in flight). It polls the job's status with an interval that grows by
+half up to its maximum and starts again at each change of status, and ends with one event:
 
 - ``success``: Completed;
 - ``failed``: Failed or Canceled, with the job's own error and its code (UserError, ...);
@@ -63,7 +63,7 @@ class AzureMLJobTrigger(BaseTrigger):
     """
 
     def __init__(self, conn_id: str, job_name: str, label: str, queue_timeout: float, run_timeout: float,
-                 not_responding_grace: float = 600.0, poll_seconds: float = 15.0, max_poll_seconds: float = 120.0,
+                 not_responding_grace: float = 600.0, poll_seconds: float = 15.0, max_poll_seconds: float = 30.0,
                  prepare_timeout: float = 3600.0, cancel_wait: float = 900.0,
                  outage_timeout: float = 1800.0) -> None:
         super().__init__()
@@ -121,6 +121,8 @@ class AzureMLJobTrigger(BaseTrigger):
                 if states.status_of(job) != last:
                     last = states.status_of(job)
                     self.log.info("%s: Azure ML job %s is %s", self.label, self.job_name, last)
+                    # A new phase (on a node, say) starts its own backoff: its end is noticed sooner.
+                    interval = self.poll_seconds
                 if event := await self._judge(hook, job, clock):
                     yield event
                     return
