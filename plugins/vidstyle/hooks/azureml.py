@@ -221,7 +221,9 @@ class AzureMLHook(BaseHook):
         history; None for what is not known. Never raises."""
         try:
             details = self._run_details(name)
-        except Exception:  # figures are a bonus: the chunk's result stands without them
+        except Exception as exc:  # figures are a bonus: the chunk's result stands without them
+            self.log.warning("Azure ML job %s: its run history could not be read (%s: %s); its figures are unknown",
+                             name, type(exc).__name__, exc)
             return {"created": None, "started": None, "ended": None}
 
         def stamp(t: Any) -> float | None:
