@@ -394,7 +394,10 @@ def serve(service: AzureMLService, folder: Path, port: int = 0) -> tuple[Threadi
     """Serve ``service`` over HTTPS on 127.0.0.1 (a thread); returns the server and the CA that signed it."""
     ca, cert, key = make_certificates(folder)
     handler = type("BoundHandler", (Handler,), {"service": service})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    # Many processes connect at once (every worker and the triggerer, azure-ai-ml fetching the cloud
+    # metadata without retries): a listen backlog of socketserver's default 5 refuses some of them.
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256})
+    server = server_class(("127.0.0.1", port), handler)
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
