@@ -1,7 +1,9 @@
 """The Azure ML backend under Airflow's own processes: a scheduler, a DAG processor, an API
-server, a Celery worker and a real triggerer (``vidstyle cluster``), with the Azure ML job service
-stood in for by a process of its own (tests/azureml_standin) whose jobs run the real scorer.
-Every Airflow process builds its Azure ML client as the stand-in's (its sitecustomize hook).
+server, a Celery worker and a real triggerer (``vidstyle cluster``), with the local Azure ML
+service (tests/azureml_service) as a process of its own whose jobs run the real scorer. Every
+Airflow process reaches it through azure-ai-ml's own MLClient, set up by the SDK's settings for
+another cloud (ARM_CLOUD_METADATA_URL) and signed in with a service principal's secret against
+the service's token authority; nothing in the project's code knows it is not Azure.
 
 One video of six chunks goes through on ``backend=azureml``, with the pool that provisioning
 sizes (counting deferred chunks) bounding the jobs in flight. On the way:
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,8 +42,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 FRAMES, CHUNK = 60, 10  # six chunks
 NODES = 1  # the GPU cluster's nodes; provisioning sizes the pool from it: two chunks in flight
-WORKSPACE = {"subscriptionId": "00000000-0000-0000-0000-000000000000", "resource_group_name": "rg",
-             "workspace_name": "standin"}
 
 
 def free_port() -> int:
@@ -48,25 +50,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call(url: str, method: str = "GET", body: dict | None = None) -> dict:
+def call(url: str, method: str = "GET", body: dict | None = None, ca: str | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    context = ssl.create_default_context(cafile=ca) if url.startswith("https:") else None
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:
         return json.loads(response.read() or b"null")
+
+
+def steer(env: dict, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    """The local service's test-only steering (its jobs' state, rules, releases)."""
+    return call(f"{env['SERVICE']}/_local/{path}", method, body, ca=env["REQUESTS_CA_BUNDLE"])
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A fresh cluster on backend=azureml and the stand-in service, both stopped whatever happens."""
+    """A fresh cluster on backend=azureml and the local Azure ML service, both stopped whatever happens."""
+    from tests.azureml_service.api import SECRET_ENV, AzureMLService, client_environment, connection
+    from tests.azureml_service.jobs import JobService
+
     tag = uuid.uuid4().hex[:8]
-    container, port = f"azureml-{tag}", free_port()
-    standin = f"http://127.0.0.1:{port}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
+    container, port, state = f"azureml-{tag}", free_port(), tmp_path_factory.mktemp("azureml-service")
+    # What every Airflow process needs to reach the service, known before it starts (its address
+    # and the CA it makes), through the SDK's own settings and a service principal's connection.
+    secret = secrets.token_urlsafe(24)
+    known = AzureMLService(JobService({}), client_secret=secret)
+    known.base = f"https://127.0.0.1:{port}"
+    reach = client_environment(known, state / "ca.pem")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | reach | {
         "VIDSTYLE_CLUSTER_DB": f"airflow_azureml_{tag}", "VIDSTYLE_CLUSTER_CONTAINER": container,
         "VIDSTYLE_WORKER_CONCURRENCY": "4",  # more than the pool: the pool must be what bounds the jobs
-        "PYTHONPATH": f"{ROOT / 'tests' / 'azureml_standin'}:{ROOT}",  # its sitecustomize, and tests.azureml_standin
-        "VIDSTYLE_AZUREML_STANDIN": standin,
-        "AIRFLOW_CONN_AZUREML_DEFAULT": json.dumps({"conn_type": "azure", "extra": WORKSPACE}),
+        "PYTHONPATH": str(ROOT),
+        "AIRFLOW_CONN_AZUREML_DEFAULT": json.dumps(connection(known)),
         "AIRFLOW__VIDSTYLE__BACKEND": "azureml", "AIRFLOW__VIDSTYLE__AZUREML_CHUNK_FRAMES": str(CHUNK),
         "AIRFLOW__VIDSTYLE__AZUREML_MAX_NODES": str(NODES), "AIRFLOW__VIDSTYLE__AZUREML_DEVICE": "cpu",
         "AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS": "1", "AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS": "2",
@@ -78,14 +93,15 @@ def env(tmp_path_factory):
     cluster_env = dict(line.split("=", 1) for line in cluster("env", env=base).split("\0") if "=" in line)
     logs = ROOT / ".cache" / "cluster" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log = (logs / "standin-azureml.log").open("ab")
+    log = (logs / "local-azureml.log").open("ab")
     service = subprocess.Popen(
-        [sys.executable, "-m", "tests.azureml_standin.service", "--port", str(port), "--nodes", str(NODES),
-         "--datastore", f"vidstyle=wasb_default:{container}"],
-        env=cluster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [sys.executable, "-m", "tests.azureml_service.api", "--port", str(port), "--nodes", str(NODES),
+         "--datastore", f"vidstyle=wasb_default:{container}", "--state", str(state)],
+        env=cluster_env | {SECRET_ENV: secret}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for("the stand-in service", lambda: _up(standin), 60, every=0.5)
-        yield cluster_env | {"STANDIN": standin, "CONTAINER": container}
+        found = cluster_env | {"SERVICE": known.base, "CONTAINER": container}
+        wait_for("the local Azure ML service", lambda: _up(found), 60, every=0.5)
+        yield found
     finally:
         service.kill()
         subprocess.run([*_cluster(), "stop"], env=base, capture_output=True, timeout=300)
@@ -96,16 +112,16 @@ def _cluster() -> list[str]:
     return CLUSTER
 
 
-def _up(url: str) -> bool:
+def _up(env: dict) -> bool:
     try:
-        call(f"{url}/state")
+        steer(env, "state")
         return True
     except OSError:
         return False
 
 
 def jobs_of(env: dict) -> dict[str, dict]:
-    return call(f"{env['STANDIN']}/state")["jobs"]
+    return steer(env, "state")["jobs"]
 
 
 def chunk_jobs(env: dict, chunk: int) -> list[dict]:
@@ -129,15 +145,20 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
     store.ensure_container()
     version = environment_version()  # what provisioning registers now; the run pins it
     upload_model(store, tmp_path)
-    # What each chunk's job does (first matching rule): chunks 0 and 1 run until released (the
-    # one sent second waits for the one node meanwhile), chunk 2's first job is preempted, chunk 3's first job
-    # runs until cancelled (and takes 3 s to stop, as Azure ML does); the rest simply run.
-    rules = [{"tags": {"chunk": "0"}, "behaviour": "hang"}, {"tags": {"chunk": "1"}, "behaviour": "hang"},
+    # What each chunk's job does (first matching rule): chunks 0 and 1 are held Running until
+    # released (the one sent second waits for the one node meanwhile), chunk 2's first job is
+    # preempted, chunk 3's first job is held Running until cancelled (and takes 3 s to stop, as
+    # Azure ML does); the rest simply run.
+    rules = [{"tags": {"chunk": "0"}, "hold": ["Running"]}, {"tags": {"chunk": "1"}, "hold": ["Running"]},
              {"tags": {"chunk": "2"}, "attempt": 1, "behaviour": "fail",
               "error": "Execution failed: the low-priority node was preempted"},
-             {"tags": {"chunk": "3"}, "attempt": 1, "behaviour": "hang", "cancel_seconds": 3}]
+             {"tags": {"chunk": "3"}, "attempt": 1, "hold": ["Running"], "cancel_seconds": 3}]
     for rule in rules:
-        call(f"{env['STANDIN']}/rules", "POST", rule)
+        steer(env, "rules", "POST", rule)
+    # The environment as provision registers it: creating it uploads its build context to the
+    # workspace's storage account, which the local service does not serve (docs/azure-ml.md).
+    steer(env, f"assets/environments/vidstyle-scoring/versions/{version}", "POST",
+          {"name": version, "properties": {"image": "vidstyle.azurecr.io/scoring:1", "osType": "Linux"}})
 
     cluster("start", "1", env=env, timeout=900)
     # As an operator does: provision the workspace (the environment's version recorded for the
@@ -160,14 +181,15 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
     two, three = chunk_jobs(env, 2), chunk_jobs(env, 3)
     assert [j["status"] for j in two] == ["Failed", "Completed"] and ti(env, run_id, 2)[1] == 2
     assert [j["status"] for j in three] == ["Canceled", "Completed"]
-    state = call(f"{env['STANDIN']}/state")
+    state = steer(env, "state")
     assert len(state["jobs"]) == 8 and all(len(chunk_jobs(env, i)) == 1 for i in (0, 1, 4, 5))
     assert state["cancelled"] == [three[0]["name"]]  # nothing else was cancelled
     # Never more jobs in flight than the pool's slots (checked up to the mark-failed: a chunk
     # marked failed frees its slot a moment before the triggerer cancels its job, so one more
     # job may be submitted in that moment), every one on the version pinned for the run.
     assert state["max_in_flight"] <= 3
-    assert {j["environment"] for j in state["jobs"].values()} == {f"vidstyle-scoring:{version}"}
+    assert {j["environment"].rsplit("/environments/", 1)[-1] for j in state["jobs"].values()} == {
+        f"vidstyle-scoring/versions/{version}"}
     assert {j["status"] for j in state["jobs"].values()} <= {"Completed", "Failed", "Canceled"}  # none left running
     check_the_result_and_its_cost(env, store, blob, run_id, state["jobs"])
 
@@ -196,7 +218,7 @@ def restart_the_triggerer_midway(env: dict, run_id: str) -> None:
     time.sleep(3)
     cluster("run", "triggerer", env=env)
     for index in (0, 1):  # the queued one runs through once it gets the node
-        call(f"{env['STANDIN']}/jobs/{chunk_jobs(env, index)[0]['name']}/release", "POST", {})
+        steer(env, f"jobs/{chunk_jobs(env, index)[0]['name']}/release", "POST", {})
     for index in (0, 1):
         wait_for(f"chunk {index} after the restart", lambda i=index: ti(env, run_id, i)[0] == "success", 300)
         assert len(chunk_jobs(env, index)) == 1 and ti(env, run_id, index)[1] == 1
@@ -212,10 +234,10 @@ def mark_chunk_3_failed_then_clear_it(env: dict, run_id: str) -> None:
     # Only once the triggerer watches the job: a task marked failed before its trigger starts is
     # never handed to on_kill by Airflow (the README's known limits; clearing it reattaches).
     wait_for("the triggerer to watch chunk 3's job", lambda: chunk_jobs(env, 3)[0]["reads"] > reads, 60, every=0.5)
-    assert call(f"{env['STANDIN']}/state")["max_in_flight"] <= 2  # the pool bounds the jobs in flight
+    assert steer(env, "state")["max_in_flight"] <= 2  # the pool bounds the jobs in flight
     api(env, "PATCH", f"dagRuns/{run_id}/taskInstances/stylize_chunk/3", {"new_state": "failed"})
     try:
-        cancelled = wait_for("chunk 3's job cancelled", lambda: call(f"{env['STANDIN']}/state")["cancelled"], 120)
+        cancelled = wait_for("chunk 3's job cancelled", lambda: steer(env, "state")["cancelled"], 120)
     except AssertionError as e:  # say what Airflow made of it
         rows = sql(env, "select map_index, state, trigger_id from task_instance where run_id = %s "
                         "and task_id = 'stylize_chunk' order by map_index", run_id)

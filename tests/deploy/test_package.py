@@ -166,37 +166,39 @@ def test_the_installed_package_scores_a_video_on_azure_ml_in_the_scoring_images_
         installed, scoring_image, tmp_path, monkeypatch, azurite):
     """The Azure ML backend from the Airflow image's environment: provision (from the checkout,
     as an operator does), then a run whose split pins the recorded environment and whose chunks
-    are jobs of the stand-in service, each run by the scoring image's Python and scorer."""
+    are jobs of the local Azure ML service, each run by the scoring image's Python and scorer.
+    The installed package reaches the service through its own azure-ai-ml, set up only by the
+    SDK's settings for another cloud and a service principal's connection."""
     import dataclasses
     import json
 
-    from tests.azureml_standin.client import StandinMLClient
-    from tests.azureml_standin.service import JobService, serve
-    from tests.pipeline.azureml_support import WORKSPACE
+    from tests.azureml_service.api import AzureMLService, client_environment, connection, serve
+    from tests.azureml_service.jobs import JobService
+    from tests.pipeline.azureml_support import register
     from vidstyle.hooks.azureml import AzureMLHook
     from vidstyle.pipeline.environment import environment_version
     from vidstyle.pipeline.provisioning import RESOURCES, provision
     from vidstyle.pipeline.settings import load_settings
 
     container = installed["AIRFLOW__VIDSTYLE__CONTAINER"]
-    service = JobService({"vidstyle": ("wasb_default", container)}, nodes=2, step=0.05,
-                         python=str(scoring_image.path("/opt/scorer/bin/python")),
-                         app_dir=scoring_image.path(scoring_image.env["PYTHONPATH"]))
-    server = serve(service)
-    url = f"http://127.0.0.1:{server.server_port}"
-    connection = json.dumps({"conn_type": "azure", "extra": WORKSPACE})
+    engine = JobService({"vidstyle": ("wasb_default", container)}, nodes=2, step=0.05,
+                        python=str(scoring_image.path("/opt/scorer/bin/python")),
+                        app_dir=scoring_image.path(scoring_image.env["PYTHONPATH"]))
+    service = AzureMLService(engine)
+    server, ca = serve(service, tmp_path / "tls")
+    reach = client_environment(service, ca) | {"AIRFLOW_CONN_AZUREML_DEFAULT": json.dumps(connection(service))}
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_AZUREML_DEFAULT", connection)
-        monkeypatch.setattr(AzureMLHook, "_connect", lambda self: (StandinMLClient(url), None))
+        for key, value in reach.items():
+            monkeypatch.setenv(key, value)
         settings = dataclasses.replace(load_settings(), container=container, azureml_max_nodes=1)
-        provision(AzureMLHook(settings.azureml_conn_id), settings, RESOURCES, False)
+        # The environment as provision registers it: its creation uploads the build context to the
+        # workspace's storage account, which the local service does not serve (docs/azure-ml.md).
+        register(service, settings, version=environment_version())
+        service.assets.pop(f"/computes/{settings.azureml_compute}".lower())
+        assert provision(AzureMLHook(settings.azureml_conn_id), settings, RESOURCES, False) == {
+            "datastore": "created", "cluster": "created", "environment": "unchanged"}
 
-        boot = tmp_path / "boot"  # the stand-in's client and its start-up hook, and nothing of the checkout
-        boot.mkdir()
-        for name in ("sitecustomize.py", "client.py"):
-            shutil.copyfile(ROOT / "tests" / "azureml_standin" / name, boot / name)
-        env = installed | {
-            "PYTHONPATH": str(boot), "VIDSTYLE_AZUREML_STANDIN": url, "AIRFLOW_CONN_AZUREML_DEFAULT": connection,
+        env = installed | reach | {
             "AIRFLOW__VIDSTYLE__AZUREML_DEVICE": "cpu", "AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS": "0.2",
             "AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS": "0.5"}
         video = make_video(tmp_path / "on-azure.mp4", seconds=0.5, size="64x48")
@@ -205,11 +207,12 @@ def test_the_installed_package_scores_a_video_on_azure_ml_in_the_scoring_images_
         assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "out" / "last-run.log").read_text()[-5000:]
     finally:
         server.shutdown()
-        service.stop()
-    jobs = service.state()["jobs"]
-    assert len(jobs) == 2 and {j["status"] for j in jobs.values()} == {"Completed"}
+        engine.stop()
+    jobs = engine.jobs
+    assert len(jobs) == 2 and {j.status for j in jobs.values()} == {"Completed"}
     # Every job on the version provisioning registered from the checkout (the installed package
-    # has no images/ to hash: it read the record).
-    assert {j["environment"] for j in jobs.values()} == {f"{settings.azureml_environment}:{environment_version()}"}
+    # has no images/ to hash: it read the record), as the SDK resolved it to an ARM id.
+    assert {j.props["environmentId"].rsplit("/environments/", 1)[-1] for j in jobs.values()} == {
+        f"{settings.azureml_environment}/versions/{environment_version()}"}
     [manifest] = (tmp_path / "out").glob("*manifest*.json")
     assert json.loads(manifest.read_text())["azureml"]["jobs"] == 2

@@ -1,16 +1,15 @@
-"""What the Azure ML tests share: a chunk task, the stand-in's registration of what provision
+"""What the Azure ML tests share: a chunk task, the local service's registration of what provision
 makes, submitting a chunk through the operator, and running its trigger as the triggerer would."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from tests.azureml_standin.service import JobService
+from tests.azureml_service.api import AzureMLService
 from vidstyle.airflow.operators import StylizeChunkOperator
 from vidstyle.pipeline.backends import ChunkTask
 from vidstyle.pipeline.backends import azureml_jobs as jobs
@@ -19,6 +18,7 @@ from vidstyle.pipeline.settings import load_settings
 
 RUN_ID = "video__20260101T000000__clip-0123456789"
 WORKSPACE = {"subscriptionId": "0000-sub", "resource_group_name": "media-rg", "workspace_name": "media-ml"}
+TIMEOUT = 60.0  # how long a test waits for a job to reach a status before it fails
 SPEC = jobs.JobSpec(datastore="vidstyle", compute="gpu-t4", environment="vidstyle-scoring", experiment="vidstyle",
                     identity="managed", input_mode="download", device="cuda", timeout_minutes=60)
 
@@ -35,14 +35,25 @@ def chunk_task(container: str = "videos", index: int = 1, frames: int = 4, model
 REGISTERED = "0123456789abcdef"  # the environment version "provision" registered for the tests
 
 
-def register(service: JobService, settings, version: str = REGISTERED) -> None:
+def compute_body(settings, state: str = "Succeeded", provisioning_errors: list | None = None) -> dict:
+    """The cluster as Azure ML's REST API describes an AmlCompute (ComputeResource)."""
+    return {"name": settings.azureml_compute, "location": "westeurope",
+            "properties": {"computeType": "AmlCompute", "provisioningState": state,
+                           "provisioningErrors": provisioning_errors,
+                           "properties": {"vmSize": settings.azureml_vm_size, "vmPriority": "LowPriority",
+                                          "scaleSettings": {"minNodeCount": 0,
+                                                            "maxNodeCount": settings.azureml_max_nodes,
+                                                            "nodeIdleTimeBeforeScaleDown": "PT120S"},
+                                          "allocationState": "Steady", "currentNodeCount": 0,
+                                          "targetNodeCount": 0, "errors": None}}}
+
+
+def register(api: AzureMLService, settings, version: str = REGISTERED) -> None:
     """What `vidstyle provision` leaves behind: the environment and the cluster in the workspace,
     the environment's version recorded in the pipeline's storage."""
-    service.assets[f"environments/{settings.azureml_environment}:{version}"] = {
-        "name": settings.azureml_environment, "version": version}
-    service.assets[f"compute/{settings.azureml_compute}"] = {
-        "name": settings.azureml_compute, "size": settings.azureml_vm_size, "provisioning_state": "Succeeded",
-        "provisioning_errors": []}
+    api.assets[f"/environments/{settings.azureml_environment}/versions/{version}".lower()] = {
+        "name": version, "properties": {"image": "vidstyle.azurecr.io/scoring:1", "osType": "Linux"}}
+    api.set_compute(settings.azureml_compute, compute_body(settings))
     record_environment(settings, version)
 
 
@@ -58,18 +69,16 @@ def submit(task: ChunkTask) -> tuple[StylizeChunkOperator, TaskDeferred]:
 
 
 def submit_hanging(azureml, task: ChunkTask) -> tuple[StylizeChunkOperator, TaskDeferred, str]:
-    """Submit a chunk whose job runs until released; returns once the job is Running."""
-    azureml.service.add_rule({"behaviour": "hang"})
+    """Submit a chunk whose job is held Running until released; returns once it is Running."""
+    azureml.service.add_rule({"hold": ["Running"]})
     op, deferred = submit(task)
     wait_for_status(azureml, deferred.trigger.job_name, "Running")
     return op, deferred, deferred.trigger.job_name
 
 
-def wait_for_status(azureml, name: str, status: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while azureml.service.jobs[name].status != status:
-        assert time.time() < deadline, f"{name} is {azureml.service.jobs[name].status}, not {status}"
-        time.sleep(0.05)
+def wait_for_status(azureml, name: str, status: str, timeout: float = TIMEOUT) -> None:
+    """Block until the job has reached ``status`` (the engine's event for it)."""
+    azureml.service.jobs[name].wait_for(status, timeout)
 
 
 def wait(deferred: TaskDeferred, **change) -> dict:

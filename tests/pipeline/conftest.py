@@ -1,4 +1,5 @@
-"""Fixtures of the Azure ML tests: a provisioned stand-in workspace, a staged chunk."""
+"""Fixtures of the Azure ML tests: a provisioned workspace on the local Azure ML service (HTTPS,
+reached by azure-ai-ml's own MLClient through its settings for other clouds), a staged chunk."""
 
 from __future__ import annotations
 
@@ -7,31 +8,41 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.azureml_standin.client import StandinMLClient
-from tests.azureml_standin.service import JobService, serve
-from tests.pipeline.azureml_support import WORKSPACE, chunk_task, register
+from tests.azureml_service.api import AzureMLService, Calls, client_environment, connection, serve
+from tests.azureml_service.jobs import JobService
+from tests.pipeline.azureml_support import chunk_task, register
 from tests.support import cut_chunks, make_video
-from vidstyle.hooks.azureml import AzureMLHook
 from vidstyle.pipeline.backends import ChunkTask
 from vidstyle.pipeline.settings import load_settings
 
 
+@pytest.fixture(scope="session")
+def azureml_service(tmp_path_factory):
+    """One local Azure ML service for the session (azure-ai-ml keeps a cloud's endpoints per
+    process, so its address must not change); each test gets a fresh engine and workspace."""
+    service = AzureMLService(JobService({}))
+    server, ca = serve(service, tmp_path_factory.mktemp("azureml-tls"))
+    yield service, ca
+    server.shutdown()
+
+
 @pytest.fixture
-def azureml(monkeypatch, container):
-    """A stand-in workspace (its own job service) whose datastore "vidstyle" is the test's container,
-    provisioned; fast polling; CPU jobs."""
-    service = JobService({"vidstyle": (load_settings().wasb_conn_id, container)}, nodes=4, step=0.05)
-    server = serve(service)
-    client = StandinMLClient(f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("AIRFLOW_CONN_AZUREML_DEFAULT", json.dumps({"conn_type": "azure", "extra": WORKSPACE}))
-    monkeypatch.setattr(AzureMLHook, "_connect", lambda self: (client, None))
-    register(service, load_settings())
+def azureml(monkeypatch, container, azureml_service):
+    """A workspace on the local service whose datastore "vidstyle" is the test's container,
+    provisioned; a service-principal connection; fast polling; CPU jobs. ``service`` is the job
+    engine, ``api`` the REST front (faults, sign-in, calls)."""
+    api, ca = azureml_service
+    engine = JobService({"vidstyle": (load_settings().wasb_conn_id, container)}, nodes=4, step=0.05)
+    api.engine, api.faults, api.assets, api.refuse_sign_in, api.calls = engine, [], {}, False, Calls()
+    for key, value in client_environment(api, ca).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW_CONN_AZUREML_DEFAULT", json.dumps(connection(api)))
+    register(api, load_settings())
     monkeypatch.setenv("AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS", "0.05")
     monkeypatch.setenv("AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS", "0.2")
     monkeypatch.setenv("AIRFLOW__VIDSTYLE__AZUREML_DEVICE", "cpu")
-    yield SimpleNamespace(service=service, client=client)
-    server.shutdown()
-    service.stop()
+    yield SimpleNamespace(service=engine, api=api)
+    engine.stop()
 
 
 @pytest.fixture

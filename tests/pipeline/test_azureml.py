@@ -1,10 +1,12 @@
 """The Azure ML backend, offline: the job body as the REST API receives it, the operator and
-trigger state machine against a stand-in job service (tests/azureml_standin: an HTTP service of
-its own, here in a thread, whose jobs run the real scorer on Azurite folders), provisioning,
-credentials, and the whole processing DAG scoring its chunks through stand-in jobs.
+trigger state machine through azure-ai-ml's own MLClient against the local Azure ML service
+(tests/azureml_service: HTTPS, signed in with a real ClientSecretCredential, here in a thread,
+whose jobs run the real scorer on Azurite folders), provisioning, credentials, and the whole
+processing DAG scoring its chunks through the service's jobs.
 
-Nothing here reaches Azure; README "Azure ML" lists what has not run against a real workspace.
-tests/test_azureml_triggerer.py runs the same backend under Airflow's own scheduler and triggerer.
+Nothing here reaches Azure; docs/azure-ml.md lists what has not run against a real workspace.
+tests/cluster/test_azureml_triggerer.py runs the same backend under Airflow's own scheduler and
+triggerer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from tests.azureml_standin.client import StandinMLClient
 from tests.pipeline.azureml_support import (
     REGISTERED,
     RUN_ID,
@@ -29,6 +30,7 @@ from tests.pipeline.azureml_support import (
     WORKSPACE,
     chunk_task,
     operator,
+    register,
     submit,
     submit_hanging,
     wait,
@@ -186,8 +188,7 @@ def test_a_chunk_job_is_submitted_deferred_on_and_its_output_and_cost_collected(
     assert event["status"] == "success" and event["job"] == name
     result = op.execute_complete({"run_id": RUN_ID}, event)
     assert result["frames"] == 4 and result["device"] == "cpu"
-    assert azureml.service.jobs[name].transitions == ["NotStarted", "Preparing", "Queued", "Running", "Finalizing",
-                                                      "Completed"]  # the service's own order
+    assert azureml.api.calls.count("PUT", "/jobs/") == 1  # one job, created through the real client
     assert store.exists(staged.output_dir + "segment.mp4")
     assert store.read_json(staged.output_dir + "result.json")["frames"] == 4
     job = store.read_json(staged.output_dir + "job.json")  # beside the result: the manifest sums them
@@ -240,7 +241,7 @@ def test_a_retry_while_the_job_still_runs_reattaches_instead_of_paying_twice(azu
     _, _, name = submit_hanging(azureml, staged)
     op, again = submit(staged)  # the worker was lost; the task's retry runs execute() anew
     assert again.trigger.job_name == name and azureml.service.submitted == [name]
-    azureml.client.release(name)
+    azureml.service.release(name)
     assert op.execute_complete({"run_id": RUN_ID}, wait(again))["frames"] == 4
 
 
@@ -248,16 +249,18 @@ def test_a_retry_while_the_job_still_runs_reattaches_instead_of_paying_twice(azu
 def test_a_retry_while_the_job_is_being_cancelled_submits_a_new_one(azureml, staged):
     """A clear of a deferred task cancels its job, and the task runs again at once: the job is
     CancelRequested for a while. Reattaching to it cost one spurious failure and one more retry."""
-    azureml.service.add_rule({"behaviour": "hang", "cancel_seconds": 2.0})  # Azure ML takes its time
+    azureml.service.add_rule({"hold": ["Running", "CancelRequested"]})  # Azure ML takes its time to cancel
     _, deferred = submit(staged)
     first = deferred.trigger.job_name
     wait_for_status(azureml, first, "Running")
     asyncio.run(deferred.trigger.on_kill())  # the clear
-    assert azureml.service.jobs[first].status == "CancelRequested"
+    assert azureml.service.jobs[first].status == "CancelRequested"  # held there until released below
     azureml.service.rules.clear()
     op, again = submit(staged)  # the task's new try, while the old job is still being cancelled
     assert again.trigger.job_name == jobs.base_name(staged, RUN_ID) + "-2"
+    assert azureml.service.jobs[first].status == "CancelRequested"  # the premise held all along
     assert op.execute_complete({"run_id": RUN_ID}, wait(again))["frames"] == 4
+    azureml.service.release(first)
     wait_for_status(azureml, first, "Canceled")
 
 
@@ -291,12 +294,23 @@ def test_killing_the_task_or_marking_it_failed_cancels_the_job(azureml, staged):
 
 @pytest.mark.timeout(120)
 def test_a_job_that_stops_responding_gets_a_grace_period_then_is_cancelled(azureml, staged):
-    azureml.service.add_rule({"behaviour": "not_responding", "for_seconds": 0.6})  # it recovers
+    azureml.service.add_rule({"behaviour": "not_responding"})  # held NotResponding until released
     op, deferred = submit(staged)
-    assert wait(deferred, not_responding_grace=5.0)["status"] == "success"
-    assert "NotResponding" in azureml.service.jobs[deferred.trigger.job_name].transitions
+    name = deferred.trigger.job_name
+    seen = azureml.api.calls.count("GET", f"/jobs/{name}$")
+    wait_for_status(azureml, name, "NotResponding")
 
-    azureml.service.rules[0]["for_seconds"] = 3600  # it does not
+    async def recover_once_seen():  # the trigger reads it NotResponding at least once, then it recovers
+        while azureml.api.calls.count("GET", f"/jobs/{name}$") < seen + 2:
+            await asyncio.sleep(0.02)
+        azureml.service.release(name)
+
+    async def both():
+        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, not_responding_grace=3600.0))
+        await recover_once_seen()
+        return await waiter
+
+    assert asyncio.run(both())["status"] == "success"  # it recovered within its grace
     op, deferred = submit(dataclasses.replace(staged, chunk_index=2, output_dir=staged.output_dir + "b/"))
     event = wait(deferred, not_responding_grace=0.5)
     assert (event["status"], event["job_status"]) == ("hung", "NotResponding")
@@ -307,78 +321,55 @@ def test_a_job_that_stops_responding_gets_a_grace_period_then_is_cancelled(azure
 
 @pytest.mark.timeout(120)
 def test_only_time_queued_counts_against_the_queue_timeout(azureml, staged):
-    # A job that waits for a node longer than allowed is given up and cancelled, naming the queue...
-    azureml.service.add_rule({"queue_seconds": 30})
+    # A job held Queued (no node) past its limit is given up and cancelled, naming the queue...
+    azureml.service.add_rule({"hold": ["Queued"]})
     op, deferred = submit(staged)
-    started = time.monotonic()
+    wait_for_status(azureml, deferred.trigger.job_name, "Queued")
     event = wait(deferred, queue_timeout=0.5)
-    assert event["status"] == "timeout" and "for a node" in event["error"] and time.monotonic() - started < 10
+    assert event["status"] == "timeout" and "for a node" in event["error"]
+    assert azureml.service.jobs[event["job"]].status in ("CancelRequested", "Queued")  # held there until now
     with pytest.raises(RuntimeError, match="for a node"):
         op.execute_complete({"run_id": RUN_ID}, event)
     assert azureml.service.cancelled == [event["job"]]
 
-    # ... counted from the job's creation, so a triggerer that restarts does not start it over ...
-    azureml.service.rules[0]["queue_seconds"] = 1.5
-    op, deferred = submit(dataclasses.replace(staged, chunk_index=2, output_dir=staged.output_dir + "b/"))
-    time.sleep(1.0)  # the first trigger's time, lost with it
-    assert wait(deferred, queue_timeout=0.7)["status"] == "timeout"
-
-    # ... while one that ran longer than that after a short wait is not.
-    azureml.service.rules[0]["queue_seconds"] = 0.1
-    azureml.service.add_rule({"behaviour": "hang"})
+    # ... while one held Running for longer than that limit, after its short wait, is not.
+    azureml.service.rules[:] = [{"hold": ["Running"]}]
     op, deferred = submit(dataclasses.replace(staged, chunk_index=3, output_dir=staged.output_dir + "c/"))
-    wait_for_status(azureml, deferred.trigger.job_name, "Running")
-    threading_release(azureml, deferred.trigger.job_name, after=1.5)
-    assert wait(deferred, queue_timeout=0.7)["status"] == "success"
+    name = deferred.trigger.job_name
+    wait_for_status(azureml, name, "Running")
 
+    async def release_after_the_limit():  # the trigger has seen it Running for longer than the queue limit
+        seen = azureml.api.calls.count("GET", f"/jobs/{name}$")
+        began = time.monotonic()
+        while time.monotonic() - began < 1.0 or azureml.api.calls.count("GET", f"/jobs/{name}$") < seen + 3:
+            await asyncio.sleep(0.05)
+        azureml.service.release(name)
 
-def threading_release(azureml, name: str, after: float) -> None:
-    import threading
+    async def both():
+        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, queue_timeout=0.5))
+        await release_after_the_limit()
+        return await waiter
 
-    threading.Timer(after, lambda: azureml.client.release(name)).start()
+    assert asyncio.run(both())["status"] == "success"
 
 
 @pytest.mark.timeout(60)
 def test_the_trigger_polls_with_backoff(azureml, staged, monkeypatch):
-    azureml.service.add_rule({"behaviour": "hang"})
+    azureml.service.add_rule({"hold": ["Running"]})
     _, deferred = submit(staged)
+    wait_for_status(azureml, deferred.trigger.job_name, "Running")  # one status all along: one backoff
     delays = []
     real_sleep = asyncio.sleep
 
     async def no_wait(seconds):
         delays.append(seconds)
         if len(delays) == 6:
-            azureml.client.release(deferred.trigger.job_name)
+            azureml.service.release(deferred.trigger.job_name)
         await real_sleep(0.05)
 
     monkeypatch.setattr(asyncio, "sleep", no_wait)
     assert wait(deferred, poll_seconds=1.0, max_poll_seconds=4.0)["status"] == "success"
     assert delays[:5] == pytest.approx([1.0, 1.5, 2.25, 3.375, 4.0])
-
-
-@pytest.mark.timeout(60)
-def test_a_status_that_cannot_be_read_fails_the_try_without_cancelling_the_job(azureml, staged, monkeypatch):
-    """Cancelling after status-read errors made the retry pay for the chunk a second time."""
-    from azure.core.exceptions import ServiceRequestError
-
-    op, deferred, name = submit_hanging(azureml, staged)
-    calls = []
-
-    def broken_get(job_name):
-        calls.append(job_name)
-        raise ServiceRequestError("connection reset")
-
-    with monkeypatch.context() as m:
-        m.setattr(azureml.client.jobs, "get", broken_get)
-        event = wait(deferred)
-    assert event["status"] == "error" and "connection reset" in event["error"] and len(calls) == 5
-    with pytest.raises(RuntimeError, match="left running"):
-        op.execute_complete({"run_id": RUN_ID}, event)
-    assert azureml.service.cancelled == [] and azureml.service.jobs[name].status == "Running"
-    op, again = submit(staged)  # the retry takes the same job over
-    assert again.trigger.job_name == name and azureml.service.submitted == [name]
-    azureml.client.release(name)
-    assert op.execute_complete({"run_id": RUN_ID}, wait(again))["frames"] == 4
 
 
 @pytest.mark.timeout(120)
@@ -413,32 +404,28 @@ def test_the_cluster_spec_scales_to_zero_on_the_configured_gpus():
 AZURE_ONLY = ("datastore", "cluster", "environment")
 
 
-def standin_hook(client: StandinMLClient) -> AzureMLHook:
-    hook = AzureMLHook()
-    hook.get_conn = lambda: client
-    return hook
-
-
-def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update(container, capsys):
-    client, settings = StandinMLClient("http://unused"), load_settings()
-    hook = standin_hook(client)
+@pytest.mark.timeout(120)
+def test_provisioning_is_idempotent_and_refuses_to_replace_what_it_cannot_update(azureml, capsys):
+    settings, api, hook = load_settings(), azureml.api, AzureMLHook()
+    api.assets.clear()  # an empty workspace, but for the environment (see below)
+    # Creating an environment from a build context uploads it to the workspace's default storage
+    # account, which the local service does not serve: it is registered as provision registers it.
+    register(api, settings, version=environment_version())
+    api.assets.pop(f"/computes/{settings.azureml_compute}".lower())
     assert provision.provision(hook, settings, AZURE_ONLY) == {"datastore": "created", "cluster": "created",
-                                                                 "environment": "created"}
+                                                                 "environment": "unchanged"}
     assert provision.provision(hook, settings, AZURE_ONLY) == {"datastore": "unchanged", "cluster": "unchanged",
                                                                  "environment": "unchanged"}
-    assert len(client.compute.writes) == len(client.environments.writes) == len(client.datastores.writes) == 1
+    assert api.calls.count("PUT", "/datastores/") == api.calls.count("PUT", "/computes/") == 1
 
-    datastore = client.datastores.writes[0]
-    assert (datastore.account_name, datastore.container_name) == ("devstoreaccount1", settings.container)
-    assert type(datastore.credentials).__name__ == "NoneCredentialConfiguration"  # identity-based, no key
-    env = client.environments.writes[0]
-    assert env.name == settings.azureml_environment and env.version == environment_version()
-    assert env.build.dockerfile_path == "Dockerfile"
-    assert recorded_environment(settings) == f"{env.name}:{env.version}"  # where every worker reads it
+    datastore = api.assets[f"/datastores/{settings.azureml_datastore}"]["properties"]  # as the service keeps it
+    assert (datastore["accountName"], datastore["containerName"]) == ("devstoreaccount1", settings.container)
+    assert datastore["credentials"] == {"credentialsType": "None"}  # identity-based, no key
+    assert recorded_environment(settings) == f"{settings.azureml_environment}:{environment_version()}"
 
     bigger = dataclasses.replace(settings, azureml_max_nodes=10)
     assert provision.provision(hook, bigger, only=("cluster",)) == {"cluster": "updated"}
-    assert client.compute.get(settings.azureml_compute).max_instances == 10
+    assert AzureMLHook().get_compute(settings.azureml_compute).max_instances == 10  # read back through the SDK
     for change, what in ((dict(azureml_vm_size="Standard_NC24ads_A100_v4"), "VM size"),
                          (dict(azureml_tier="dedicated"), "tier"),
                          (dict(azureml_compute_identity="/subscriptions/s/identities/other"), "identity")):
@@ -543,7 +530,8 @@ def test_the_dag_scores_every_chunk_as_an_azure_ml_job_and_retries_only_the_fail
     assert [states[f"stylize_chunk[{i}]"] for i in range(3)] == [("success", 1), ("success", 2), ("success", 1)]
     assert len(azureml.service.submitted) == 4  # three chunks, one resubmission
     pinned = {azureml.service.jobs[name].props["environmentId"] for name in azureml.service.submitted}
-    assert pinned == {f"{load_settings().azureml_environment}:{REGISTERED}"}  # the recorded one, for all chunks
+    env = load_settings().azureml_environment  # the recorded one, for all chunks, as the SDK resolved it
+    assert len(pinned) == 1 and pinned.pop().endswith(f"/environments/{env}/versions/{REGISTERED}")
 
     outputs = Layout(load_settings()).outputs("incoming/azure/clip.mp4", Layout(load_settings()).default_output())
     out = store.download(outputs["video"], tmp_path / "out.mp4")

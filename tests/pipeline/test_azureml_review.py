@@ -1,6 +1,7 @@
 """The Azure ML defects a review against azure-ai-ml 1.35.2's and Airflow 3.3.2's own sources found,
-each shown against the stand-in service (tests/azureml_standin), which now follows the service's
-order of states: Preparing (the image build) before Queued, and the node only from Running."""
+each shown through azure-ai-ml's own MLClient against the local Azure ML service
+(tests/azureml_service), which follows the service's order of states: Preparing (the image build)
+before Queued, and the node only from Running."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import time
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from azure.core.exceptions import HttpResponseError
 
-from tests.pipeline.azureml_support import RUN_ID, chunk_task, operator, register, submit, wait, wait_for_status
+from tests.pipeline.azureml_support import RUN_ID, operator, register, submit, wait, wait_for_status
 from vidstyle.airflow.triggers.azureml_job import AzureMLJobTrigger
 from vidstyle.hooks.azureml import AzureMLHook
 from vidstyle.pipeline.backends import azureml_jobs as jobs
@@ -26,8 +26,8 @@ from vidstyle.pipeline.settings import load_settings
 def test_the_start_refuses_a_recorded_environment_the_workspace_does_not_have(azureml):
     settings = load_settings()
     AzureMLBackend().preflight("pop-art", settings)  # as provisioned: fine
-    register(azureml.service, settings, version="0000000000000000")
-    azureml.service.assets.pop(f"environments/{settings.azureml_environment}:0000000000000000")
+    register(azureml.api, settings, version="0000000000000000")
+    azureml.api.assets.pop(f"/environments/{settings.azureml_environment}/versions/0000000000000000".lower())
     with pytest.raises(ValueError, match="0000000000000000 does not exist in the workspace.*vidstyle provision"):
         AzureMLBackend().preflight("pop-art", settings)
 
@@ -38,16 +38,30 @@ def test_the_start_refuses_a_recorded_environment_the_workspace_does_not_have(az
 def test_a_slow_image_build_is_not_counted_against_the_run_timeout(azureml, staged):
     """Preparing was counted as running: the first run after a provision had its image build
     counted against the run timeout, and a slow build cancelled every job in flight."""
-    azureml.service.add_rule({"prepare_seconds": 1.5, "behaviour": "succeed"})
+    azureml.service.add_rule({"hold": ["Preparing"], "behaviour": "succeed"})
     _, deferred = submit(staged)
-    assert wait(deferred, run_timeout=1.0)["status"] == "success"
-    job = azureml.service.jobs[deferred.trigger.job_name]
-    assert job.transitions[:3] == ["NotStarted", "Preparing", "Queued"] and azureml.service.cancelled == []
+    name = deferred.trigger.job_name
+    wait_for_status(azureml, name, "Preparing")
+
+    async def build_for_longer_than_the_run_timeout():
+        seen = azureml.api.calls.count("GET", f"/jobs/{name}$")
+        began = time.monotonic()  # the trigger reads it Preparing past the run timeout, then the build ends
+        while time.monotonic() - began < 4.0 or azureml.api.calls.count("GET", f"/jobs/{name}$") < seen + 3:
+            await asyncio.sleep(0.05)
+        assert azureml.service.jobs[name].status == "Preparing"
+        azureml.service.release(name)
+
+    async def both():
+        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, run_timeout=3.0))
+        await build_for_longer_than_the_run_timeout()
+        return await waiter
+
+    assert asyncio.run(both())["status"] == "success" and azureml.service.cancelled == []
 
 
 @pytest.mark.timeout(120)
 def test_a_build_that_never_ends_is_given_up_at_its_own_limit(azureml, staged):
-    azureml.service.add_rule({"prepare_seconds": 30})
+    azureml.service.add_rule({"hold": ["Preparing"]})  # a build that never ends
     _, deferred = submit(staged)
     event = wait(deferred, prepare_timeout=0.5)
     assert event["status"] == "timeout" and "building its image" in event["error"]
@@ -80,35 +94,11 @@ def test_a_crashed_scorer_and_a_preempted_node_are_still_retried(azureml, staged
     assert not isinstance(err.value, AirflowFailException)
 
 
-def test_a_job_the_service_refuses_at_submit_fails_without_retries(azureml, staged, monkeypatch):
-    def refuse(job):
-        error = HttpResponseError("Environment vidstyle-scoring:0123456789abcdef not found")
-        error.status_code = 404
-        raise error
-
-    monkeypatch.setattr(azureml.client.jobs, "create_or_update", refuse)
+def test_a_job_the_service_refuses_at_submit_fails_without_retries(azureml, staged):
+    azureml.api.fail("PUT", "/jobs/", status=404, code="UserError",
+                     message="Environment vidstyle-scoring:0123456789abcdef not found")
     with pytest.raises(AirflowFailException, match="refused the job .404.*not found"):
         operator(staged).execute({"run_id": RUN_ID})
-
-
-def test_a_cluster_that_cannot_provision_nodes_stops_the_run_at_start(azureml):
-    settings = load_settings()
-    azureml.service.assets[f"compute/{settings.azureml_compute}"]["provisioning_errors"] = [
-        "QuotaExceeded: the subscription has 0 cores of Standard NCASv3_T4 Family, 4 requested"]
-    with pytest.raises(ValueError, match="cannot run jobs: QuotaExceeded"):
-        AzureMLBackend().preflight("pop-art", settings)
-
-
-@pytest.mark.timeout(120)
-def test_a_chunk_that_never_got_a_node_for_lack_of_quota_is_not_retried(azureml, staged):
-    settings = load_settings()
-    azureml.service.add_rule({"queue_seconds": 30})
-    op, deferred = submit(dataclasses.replace(staged, chunk_index=2, output_dir=staged.output_dir + "b/"))
-    azureml.service.assets[f"compute/{settings.azureml_compute}"]["provisioning_errors"] = ["QuotaExceeded: 0 cores"]
-    event = wait(deferred, queue_timeout=0.5)
-    assert event["status"] == "timeout"
-    with pytest.raises(AirflowFailException, match="never got a node: QuotaExceeded"):
-        op.execute_complete({"run_id": RUN_ID}, event)
 
 
 # -- 5. cost and timing figures -----------------------------------------------------------------------
@@ -135,16 +125,13 @@ def test_an_earlier_job_still_cancelling_counts_its_node_time_so_far():
 
 @pytest.mark.timeout(60)
 def test_on_kill_reuses_the_triggers_client_and_cleanup_closes_its_credential(azureml, staged, monkeypatch):
-    azureml.service.add_rule({"behaviour": "hang"})
+    azureml.service.add_rule({"hold": ["Running"]})
     _, deferred = submit(staged)
-    signed_in, closed = [], []
-
-    class Credential:
-        def close(self) -> None:
-            closed.append(True)
-
-    monkeypatch.setattr(AzureMLHook, "_connect", lambda self: signed_in.append(1) or (azureml.client, Credential()))
+    closed = []
+    real_close = AzureMLHook.close
+    monkeypatch.setattr(AzureMLHook, "close", lambda self: closed.append(self._credential) or real_close(self))
     trigger: AzureMLJobTrigger = deferred.trigger
+    tokens = azureml.api.calls.count("POST", "/oauth2/v2.0/token")
 
     async def user_marks_it_failed():
         polling = asyncio.ensure_future(trigger.run().__anext__())
@@ -155,37 +142,17 @@ def test_on_kill_reuses_the_triggers_client_and_cleanup_closes_its_credential(az
         await trigger.cleanup()
 
     asyncio.run(user_marks_it_failed())
-    assert signed_in == [1] and azureml.service.cancelled == [trigger.job_name] and closed == [True]
+    assert azureml.api.calls.count("POST", "/oauth2/v2.0/token") == tokens + 1  # one sign-in: the trigger's
+    assert azureml.service.cancelled == [trigger.job_name] and len(closed) == 1 and closed[0] is not None
 
 
-# -- 7. jobs a failed chunk left running are cancelled once the run's chunks have ended ---------------
-
-@pytest.mark.timeout(120)
-def test_a_job_left_running_by_a_chunk_marked_failed_is_found_and_cancelled(azureml, staged):
-    from vidstyle.airflow.tasks import cancel_leftover_jobs
-
-    azureml.service.add_rule({"behaviour": "hang"})
-    _, deferred = submit(staged)  # then marked failed before the triggerer started its trigger: no on_kill
-    name = deferred.trigger.job_name
-    wait_for_status(azureml, name, "Running")
-    other = dataclasses.replace(chunk_task(container=staged.container, index=2), input_dir=staged.input_dir)
-
-    class TaskInstance:
-        @staticmethod
-        def xcom_pull(task_ids):
-            assert task_ids == "split"
-            return [t.to_dict() | {"backend": "azureml"} for t in (staged, other)]
-
-    assert cancel_leftover_jobs({"ti": TaskInstance(), "run_id": RUN_ID}) == [name]
-    assert azureml.service.cancelled == [name]
-    assert cancel_leftover_jobs({"ti": TaskInstance(), "run_id": RUN_ID}) == []  # once
-
+# -- 7. jobs a failed chunk left running: in a real DAG run, tests/pipeline/test_azureml_sdk.py -----------
 
 # -- 8. states that never timed out -------------------------------------------------------------------
 
 @pytest.mark.timeout(120)
 def test_a_job_paused_before_it_ever_ran_counts_against_the_queue_timeout(azureml, staged):
-    azureml.service.add_rule({"behaviour": "pause", "for_seconds": 3600})
+    azureml.service.add_rule({"behaviour": "pause"})  # paused until released: never, here
     _, deferred = submit(staged)
     event = wait(deferred, queue_timeout=0.5)
     assert (event["status"], event["job_status"]) == ("timeout", "Paused") and "for a node" in event["error"]
@@ -193,10 +160,10 @@ def test_a_job_paused_before_it_ever_ran_counts_against_the_queue_timeout(azurem
 
 @pytest.mark.timeout(120)
 def test_a_cancel_that_never_ends_is_not_waited_for_forever(azureml, staged):
-    azureml.service.add_rule({"behaviour": "hang", "cancel_seconds": 3600})
+    azureml.service.add_rule({"hold": ["Running", "CancelRequested"]})  # a cancel that never ends
     _, deferred = submit(staged)
     wait_for_status(azureml, deferred.trigger.job_name, "Running")
-    azureml.client.jobs.begin_cancel(deferred.trigger.job_name)  # someone cancelled it in Studio
+    AzureMLHook().get_conn().jobs.begin_cancel(deferred.trigger.job_name)  # someone cancelled it in Studio
     event = wait(deferred, cancel_wait=0.5)
     assert (event["status"], event["job_status"]) == ("timeout", "CancelRequested")
 
@@ -205,15 +172,28 @@ def test_a_cancel_that_never_ends_is_not_waited_for_forever(azureml, staged):
 def test_a_job_requeued_after_it_ran_does_not_count_its_whole_life_as_queued_after_a_restart(azureml, staged):
     """A preempted node the service retried: a trigger started after that (the triggerer
     restarted) counted the job's whole life since creation as waiting for a node."""
-    azureml.service.add_rule({"behaviour": "requeue", "for_seconds": 2.0, "requeue_seconds": 1.0})
+    azureml.service.add_rule({"behaviour": "requeue", "hold": ["Running", "Requeued"]})
     _, deferred = submit(staged)
     job = azureml.service.jobs[deferred.trigger.job_name]
-    deadline = time.monotonic() + 30
-    while not (job.status == "Queued" and "Running" in job.transitions):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    assert time.time() - job.created > 1.8  # its life so far is over the limit below ...
-    assert wait(deferred, queue_timeout=1.8)["status"] == "success"  # ... its wait for a node is not
+    job.wait_for("Running")  # its first node, held there
+    job.created -= 3600  # the service says it was created an hour ago: its life is far over the limit below
+    azureml.service.release(job.name)  # the node is lost; the job goes back to the queue, held there
+    job.entered["Queued"].clear()
+    job.wait_for("Queued")
+
+    async def release_once_seen_queued():
+        seen = azureml.api.calls.count("GET", f"/jobs/{job.name}$")
+        while azureml.api.calls.count("GET", f"/jobs/{job.name}$") < seen + 2:
+            await asyncio.sleep(0.02)
+        assert job.status == "Queued"
+        azureml.service.release(job.name)
+
+    async def both():  # a trigger started now (after a restart) sees it Queued, a job older than the limit
+        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, queue_timeout=600.0))
+        await release_once_seen_queued()
+        return await waiter
+
+    assert asyncio.run(both())["status"] == "success"  # ... its wait for a node is not
 
 
 def test_jobs_of_a_chunk_are_found_by_their_names(azureml, staged):
@@ -223,7 +203,7 @@ def test_jobs_of_a_chunk_are_found_by_their_names(azureml, staged):
 
 
 def test_the_trigger_round_trips_its_new_limits():
-    trigger = AzureMLJobTrigger("c", "j", "l", 1.0, 2.0, prepare_timeout=3.0, cancel_wait=4.0)
+    trigger = AzureMLJobTrigger("c", "j", "l", 1.0, 2.0, prepare_timeout=3.0, cancel_wait=4.0, outage_timeout=5.0)
     classpath, kwargs = trigger.serialize()
-    assert (kwargs["prepare_timeout"], kwargs["cancel_wait"]) == (3.0, 4.0)
+    assert (kwargs["prepare_timeout"], kwargs["cancel_wait"], kwargs["outage_timeout"]) == (3.0, 4.0, 5.0)
     assert AzureMLJobTrigger(**kwargs).serialize() == (classpath, kwargs)

@@ -103,7 +103,8 @@ def cancel_leftover_jobs(context: Any) -> list[str]:
     """Once every chunk task has ended: any remote job still running for one of them, cancelled.
     A chunk marked failed before its trigger started is never handed to on_kill (Airflow deletes
     the trigger unstarted), so its job would run on; this finds it by its deterministic name.
-    Never fails the run: what it could not cancel is logged."""
+    A job it could not cancel (or look for) is logged and fails this task: a job may be billing,
+    and a failed task is what a person sees. The run's own outcome is the chunks'."""
     chunks = context["ti"].xcom_pull(task_ids="split") or []
     by_backend: dict[str, list[ChunkTask]] = {}
     for work in chunks:
@@ -113,6 +114,7 @@ def cancel_leftover_jobs(context: Any) -> list[str]:
     for name, tasks in by_backend.items():
         try:
             cancelled += get_backend(name).cancel_leftovers(tasks, context["run_id"])
-        except Exception as exc:  # the run's outcome stands; the jobs' own timeouts still apply
-            log.warning("could not look for %s jobs left running: %s: %s", name, type(exc).__name__, exc)
+        except Exception as exc:
+            log.error("%s jobs may be left running (and billing): %s: %s", name, type(exc).__name__, exc)
+            raise
     return cancelled

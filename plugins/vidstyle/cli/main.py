@@ -76,6 +76,8 @@ COMMANDS: dict[str, tuple[str, Callable[[], tuple[Options, Run]]]] = {
                            module("vidstyle.cli.pipeline_benchmark")),
     "arrivals-benchmark": ("finding uploads by listing and by event, at 1,000 to 100,000 videos: requests, "
                            "check time, delay", module("vidstyle.cli.arrivals_benchmark")),
+    "azureml-benchmark": ("Azure ML orchestration at scale on the local Azure ML service: efficiency, per-chunk "
+                          "overhead, triggerer CPU and memory, API calls", module("vidstyle.cli.azureml_benchmark")),
     "train-filter": ("train a TransformerNet on the procedural pop-art filter (offline)",
                      function("scoring.train_filter", "add_arguments", "run")),
     "train-style": ("train a TransformerNet on a painting (Johnson et al.'s perceptual losses)",

@@ -79,13 +79,15 @@ class Settings:
     azureml_queue_timeout_minutes: int = 120  # the longest a job may wait for a node (time queued only)
     azureml_prepare_timeout_minutes: int = 60  # the longest a job may spend Preparing (its image build)
     azureml_not_responding_minutes: int = 10  # how long a job may say NotResponding before it is given up
+    azureml_cancel_wait_minutes: int = 15  # how long a job may stay CancelRequested before the wait ends
+    azureml_outage_minutes: int = 30  # how long the job's status may be unreadable before the try ends
     azureml_pool_slots: int = 0  # chunks with a job on Azure ML at once; 0: twice azureml_max_nodes
     azureml_chunk_frames: int = 9000  # a chunk's frames on Azure ML when a run does not say (docs/azure-ml.md)
     # Price per node-hour by VM size, for the manifest's cost estimate, as JSON: what you pay
     # (low priority or dedicated, your region and discounts), e.g. {"Standard_NC4as_T4_v3": 0.15}.
     azureml_prices: str = ""
     azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
-    azureml_max_poll_seconds: float = 120.0  # the longest interval between two status polls
+    azureml_max_poll_seconds: float = 30.0  # the longest interval between two polls: a job's end is seen this late at most
 
     @property
     def suffixes(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
 from scoring.chunk import EXIT_BAD_INPUT, RESULT_NAME, SEGMENT_NAME
 from vidstyle.hooks import azureml as states
@@ -36,6 +36,11 @@ REFUSALS = frozenset({400, 401, 403, 404, 422})
 class AzureMLJobFailed(RuntimeError):
     """The chunk's job ended without a usable result; the task's retry submits a new job (or
     reattaches to the same one, when only its status could not be read)."""
+
+
+def signed_out(exc: ClientAuthenticationError) -> str:
+    """A refused sign-in in the authority's own words (its AADSTS code says why), never a secret."""
+    return f"Azure ML refused the sign-in: {exc.message or exc}"
 
 
 class AzureMLRefused(BadInput):
@@ -103,6 +108,8 @@ class AzureMLBackend(ComputeBackend):
                 hook, task, run_id, lambda name: jobs.build_job(task, name, spec, model_uri, run_id, sidecar),
                 output_ready=lambda: earlier_result() is not None,
             )
+        except ClientAuthenticationError as exc:  # no status code: a credential refused, every chunk would be
+            raise AzureMLRefused(f"{task.where}: {signed_out(exc)}") from exc
         except HttpResponseError as exc:
             if getattr(exc, "status_code", None) in REFUSALS:  # the service refused the job itself
                 raise AzureMLRefused(f"{task.where}: Azure ML refused the job ({exc.status_code}): "
@@ -110,8 +117,8 @@ class AzureMLBackend(ComputeBackend):
             raise
         self._job_name = job.name
         note = (f"{task.where}: {'reattached to' if reattached else 'submitted'} Azure ML job {job.name} "
-                f"({job.status}) on {settings.azureml_compute}: {job.studio_url}")
-        if job.status == COMPLETED:  # only a reattached job: its output was just checked
+                f"({states.status_of(job)}) on {settings.azureml_compute}: {job.studio_url}")
+        if states.status_of(job) == COMPLETED:  # only a reattached job: its output was just checked
             log.info("%s", note)
             return self._collect(earlier_result(), task, job.name, hook, settings, store)
         return WaitForJob(
@@ -120,7 +127,9 @@ class AzureMLBackend(ComputeBackend):
             run_timeout=settings.azureml_job_timeout_minutes * 60 + 600,  # Azure ML's own limit first
             not_responding_grace=settings.azureml_not_responding_minutes * 60,
             poll_seconds=settings.azureml_poll_seconds, max_poll_seconds=settings.azureml_max_poll_seconds,
-            prepare_timeout=settings.azureml_prepare_timeout_minutes * 60, note=note)
+            prepare_timeout=settings.azureml_prepare_timeout_minutes * 60,
+            cancel_wait=settings.azureml_cancel_wait_minutes * 60, outage_timeout=settings.azureml_outage_minutes * 60,
+            note=note)
 
     def resume(self, task: ChunkTask, event: dict) -> dict:
         name, status, kind = event["job"], event.get("job_status"), event["status"]
@@ -136,8 +145,15 @@ class AzureMLBackend(ComputeBackend):
         if kind == "error":  # only the status was unreadable: the job is left running for the retry
             raise AzureMLJobFailed(f"{where}: its status could not be read ({error}); the job was left running "
                                    "and the chunk's retry takes it over")
+        if kind == "refused":  # the sign-in: every chunk's trigger meets it; the job is left as it is
+            raise AzureMLRefused(f"{where}: {error}; the job was left as it is (cancel it in Studio if need be); "
+                                 f"fix the connection's credential and clear the chunk")
         if kind in ("timeout", "hung"):
             self.cancel(task)  # it still holds (or waits for) a node
+            if status == states.PREPARING:  # the image build: every job of the run waits on the same one
+                raise AzureMLRefused(f"{where} was still building its image (Preparing) at its limit: {error}. Every "
+                                     f"job of this run waits on the same image: see the job's build log in Studio, "
+                                     f"then raise azureml_prepare_timeout_minutes or fix the image; {studio}")
             if status in states.QUEUED and (problems := AzureMLHook(settings.azureml_conn_id).compute_problems(
                     settings.azureml_compute)):
                 raise AzureMLRefused(f"{where} never got a node: {'; '.join(problems)}; {studio}")
@@ -159,14 +175,21 @@ class AzureMLBackend(ComputeBackend):
 
     def cancel_leftovers(self, tasks: list[ChunkTask], run_id: str) -> list[str]:
         """Every job of the run's chunks still in flight once all chunk tasks have ended: the job
-        of a chunk marked failed before its trigger started (Airflow never calls on_kill then)."""
-        hook, cancelled = AzureMLHook(load_settings().azureml_conn_id), []
+        of a chunk marked failed before its trigger started (Airflow never calls on_kill then).
+        Every chunk is tried; a cancel the service refused is raised once all were tried."""
+        hook, cancelled, refused = AzureMLHook(load_settings().azureml_conn_id), [], []
         for task in tasks:
             for name in jobs.job_names(hook, task, run_id):
-                if hook.cancel_job(name):
-                    log.warning("%s: cancelled Azure ML job %s, left running by a chunk that ended", task.where,
-                                name)
-                    cancelled.append(name)
+                try:
+                    if hook.cancel_job(name):
+                        log.warning("%s: cancelled Azure ML job %s, left running by a chunk that ended", task.where,
+                                    name)
+                        cancelled.append(name)
+                except states.AzureMLCancelFailed as exc:
+                    refused.append(str(exc))
+        if refused:
+            raise states.AzureMLCancelFailed(f"{len(refused)} job(s) left running could not be cancelled "
+                                             f"(cancelled: {', '.join(cancelled) or 'none'}): {'; '.join(refused)}")
         return cancelled
 
     @staticmethod

@@ -17,7 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vidstyle.hooks.azureml import COMPLETED, NOT_RESPONDING, ON_NODE, PAUSED, PREPARING, QUEUED, UNKNOWN
+from vidstyle.hooks.azureml import (
+    COMPLETED,
+    NOT_RESPONDING,
+    ON_NODE,
+    PAUSED,
+    PREPARING,
+    QUEUED,
+    UNKNOWN,
+    status_of,
+)
 from vidstyle.pipeline.backends.base import ChunkTask, scorer_args
 from vidstyle.pipeline.environment import environment_version
 from vidstyle.pipeline.models import AZUREML, BUILTIN, WASB, ModelRef
@@ -179,6 +188,7 @@ def submit_or_reattach(hook: AzureMLHook, task: ChunkTask, run_id: str, make_job
         latest = job
     else:
         raise RuntimeError(f"{task.chunk_label}: {MAX_ATTEMPTS} Azure ML jobs already tried for this chunk")
-    if latest is not None and (latest.status in REATTACH or (latest.status == COMPLETED and output_ready())):
+    status = status_of(latest) if latest is not None else None
+    if latest is not None and (status in REATTACH or (status == COMPLETED and output_ready())):
         return latest, True
     return hook.submit_job(make_job(f"{base}-{attempt}")), False

@@ -55,6 +55,7 @@ class WaitForJob:
     max_poll_seconds: float
     prepare_timeout: float = 3600.0
     cancel_wait: float = 900.0
+    outage_timeout: float = 1800.0
     note: str = ""
 
     def trigger_kwargs(self) -> dict:

@@ -1,32 +1,29 @@
-"""A stand-in for Azure Machine Learning's job service, offline: an HTTP service of its own.
+"""The job engine of the local Azure ML service (api.py is its REST front): what a workspace's
+jobs do once submitted.
 
-It takes jobs as azure-ai-ml serializes them for the REST API (``job._to_rest_object()``),
-walks each through the service's statuses in the service's order (NotStarted, Preparing: the
+Each job walks through the service's statuses in the service's order (NotStarted, Preparing: the
 image build, Queued: waiting for a node, Running, Finalizing, then Completed, Failed or
 Canceled; NotResponding, Paused, a requeue and CancelRequested on the way when asked), and by
-default really runs it: the datastore inputs are downloaded from
-Azurite, the job's own command line is run (split as a shell would, without one) with the
-placeholders filled in, and the outputs are uploaded, as Azure ML does in download/upload
-mode. ``nodes`` jobs run at once; the rest wait Queued, as on a cluster at its node limit.
+default really runs: the datastore inputs are downloaded from Azurite, the job's own command
+line is run (split as a shell would, without one) with the placeholders filled in, and the
+outputs are uploaded, as Azure ML does in download/upload mode. ``nodes`` jobs run at once;
+the rest wait Queued, as on a cluster at its node limit; with ``quota_error`` set no node is
+ever given (a subscription without the VM family's quota) and the compute reports the error.
 Each job keeps when it was created, started on a node (Running) and ended, and its error with
-the service's category (UserError, SystemError), as Azure ML's run history does. It also keeps
-the workspace's assets (environments, compute, datastores) that clients of other processes
-registered, with a compute's provisioning state and errors.
+the service's category (UserError, SystemError), as Azure ML's run history does.
 
-Tests steer it with rules (``POST /rules``): a rule matches a job by its tags and attempt
-number and says what the job does instead of running ("fail" as a preempted node would,
-"build_fails" in Preparing, "succeed" at once without running, "hang" until released,
-"not_responding" or "pause" for a while, "requeue" once after it ran, "exit2" like the scorer
-refusing its input), how long it prepares
-and queues, or how slowly it is cancelled. It runs inside the test process (a thread) or as a
-process of its own (``python -m tests.azureml_standin.service --port N``) that every Airflow
-process, the triggerer included, talks to: the jobs outlive the Airflow processes.
+Tests steer it with rules: a rule matches a job by its tags and attempt number and says what
+the job does instead of running ("fail" as a preempted node would, "build_fails" in Preparing,
+"succeed" at once without running, "not_responding" or "pause" until released, "requeue" once
+after it ran, "exit2" like the scorer refusing its input, "timed": exactly ``score_seconds`` on
+the node), and ``hold``: the statuses in which the job stays until the test releases it (each once;
+"Requeued" is the Queued after a requeue)
+(``release(name)``), so a test that needs a job in a state holds it there instead of racing a
+timer. ``entered[status]`` is an event set when the job reaches a status.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import shlex
 import subprocess
@@ -34,9 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASTORE_URI = re.compile(r"^azureml://datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
@@ -48,7 +43,8 @@ class Job:
         self.name, self.body = name, body
         self.on_end = lambda: None
         self.props = body["properties"]
-        self.status, self.transitions = "NotStarted", ["NotStarted"]
+        self.status = "NotStarted"
+        self.entered: dict[str, threading.Event] = {}
         self.error, self.error_code, self.reads = "", None, 0
         self.created = time.time()
         self.started: float | None = None
@@ -57,6 +53,7 @@ class Job:
         self.released = threading.Event()
         self.cancel = threading.Event()
         self.rule: dict = {}
+        self.holds: set[str] = set()  # the statuses its rule holds it in, each once, until released
 
     @property
     def tags(self) -> dict:
@@ -70,21 +67,20 @@ class Job:
         if self.status in ENDED:
             return
         self.status = status
-        self.transitions.append(status)
+        self.event(status).set()
         if status == "Running" and self.started is None:  # the run history's start: on a node
             self.started = time.time()
         if status in ENDED:
             self.ended = time.time()
             self.on_end()
 
-    def view(self) -> dict:
-        return {"name": self.name, "status": self.status, "tags": self.tags, "transitions": self.transitions,
-                "error": self.error, "error_code": self.error_code, "reads": self.reads, "created": self.created,
-                "started": self.started,
-                "ended": self.ended,
-                "compute": self.props.get("computeId"), "environment": self.props.get("environmentId"),
-                "command": self.props.get("command"), "inputs": self.props.get("inputs"),
-                "outputs": self.props.get("outputs"), "studio_url": f"https://ml.azure.com/runs/{self.name}?standin"}
+    def event(self, status: str) -> threading.Event:
+        return self.entered.setdefault(status, threading.Event())
+
+    def wait_for(self, status: str, timeout: float = 60.0) -> None:
+        """Block until the job has reached ``status`` (an event, not a poll); fail after ``timeout``."""
+        if not self.event(status).wait(timeout):
+            raise AssertionError(f"job {self.name} is {self.status}; it never reached {status}")
 
 
 class JobService:
@@ -107,7 +103,7 @@ class JobService:
         # pipeline has in flight (a cancelled job's node is freed by the service, not by it).
         self.in_flight = self.max_in_flight = 0
         self.counted: set[str] = set()
-        self.assets: dict[str, dict] = {}  # "kind/key" -> what a client registered (and tests set)
+        self.quota_error: str | None = None  # set: the cluster never gets a node (no quota), and says why
         self.threads: list[threading.Thread] = []
 
     def _settled(self, job: Job) -> None:
@@ -117,8 +113,7 @@ class JobService:
                 self.in_flight -= 1
 
     # -- the API -----------------------------------------------------------------------------
-    def create(self, body: dict) -> dict:
-        name = body["name"]
+    def create(self, name: str, body: dict) -> Job:
         with self.lock:
             if name in self.jobs:
                 raise ValueError(f"job {name} already exists")  # the service refuses to redefine a job
@@ -129,19 +124,19 @@ class JobService:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             job.rule = next((r for r in self.rules if _matches(r, job)), {})
+            job.holds = set(job.rule.get("hold", ()))
         thread = threading.Thread(target=self._lifecycle, args=(job,), daemon=True)
         self.threads.append(thread)
         thread.start()
-        return job.view()
+        return job
 
-    def get(self, name: str) -> dict | None:
+    def get(self, name: str) -> Job | None:
         job = self.jobs.get(name)
-        if job is None:
-            return None
-        job.reads += 1  # how often a client looked: the test knows when a trigger has started
-        return job.view()
+        if job is not None:
+            job.reads += 1  # how often a client looked: the test knows when a trigger has started
+        return job
 
-    def cancel(self, name: str) -> dict | None:
+    def cancel(self, name: str) -> Job | None:
         job = self.jobs.get(name)
         if job is None:
             return None
@@ -152,12 +147,31 @@ class JobService:
         self._settled(job)
         if job.proc and job.proc.poll() is None:
             job.proc.terminate()
-        delay = float(job.rule.get("cancel_seconds", 0.3))  # Azure ML takes a while to stop a job
-        threading.Timer(delay, lambda: job.set("Canceled")).start()
-        return job.view()
+        threading.Thread(target=self._end_cancel, args=(job,), daemon=True).start()
+        return job
+
+    def _end_cancel(self, job: Job) -> None:
+        # Azure ML takes a while to stop a job; a rule may hold it CancelRequested until released.
+        if "CancelRequested" in job.holds:
+            job.released.wait()
+        else:
+            time.sleep(float(job.rule.get("cancel_seconds", 0.1)))
+        job.set("Canceled")
 
     def release(self, name: str) -> None:
+        """Let a job held in a status (its rule's ``hold``, a pause, NotResponding) go on."""
         self.jobs[name].released.set()
+
+    def _hold(self, job: Job, status: str) -> bool:
+        """Stay in ``status`` while the rule holds it there, until released: False when cancelled."""
+        if status not in job.holds:
+            return True
+        while not job.released.wait(0.02):
+            if job.cancel.is_set():
+                return False
+        job.released.clear()
+        job.holds.discard(status)
+        return True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every job still going and wait for its lifecycle: nothing writes after the test."""
@@ -173,7 +187,7 @@ class JobService:
 
     def state(self) -> dict:
         return {"submitted": self.submitted, "cancelled": self.cancelled, "max_in_flight": self.max_in_flight,
-                "jobs": {n: j.view() for n, j in self.jobs.items()}}
+                "jobs": {n: {"status": j.status, "error": j.error, "tags": j.tags} for n, j in self.jobs.items()}}
 
     # -- what the service does -------------------------------------------------------------------
     def _wait(self, job: Job, seconds: float) -> bool:
@@ -187,7 +201,7 @@ class JobService:
     def _lifecycle(self, job: Job) -> None:
         rule, behaviour = job.rule, job.rule.get("behaviour", "run")
         job.set("Preparing")  # the image build and environment set-up, before any node
-        if not self._wait(job, float(rule.get("prepare_seconds", self.step))):
+        if not self._wait(job, float(rule.get("prepare_seconds", self.step))) or not self._hold(job, "Preparing"):
             return
         if behaviour == "build_fails":
             return self._fail(job, rule.get("error", "Image build failed: the Dockerfile's RUN step returned 1"),
@@ -196,19 +210,20 @@ class JobService:
             job.set("Queued")
             if behaviour == "pause" and not visit:
                 job.set("Paused")
-                if not self._wait(job, float(rule.get("for_seconds", 3600))):
+                if not self._released(job):
                     return
                 job.set("Queued")
             wait = rule.get("requeue_seconds" if visit else "queue_seconds", self.step)
-            if not self._wait(job, float(wait)):
+            # A rule holds a first wait with "Queued", the wait after a requeue with "Requeued".
+            if not self._wait(job, float(wait)) or not self._hold(job, "Requeued" if visit else "Queued"):
                 return
-            while not self.node_free.acquire(timeout=0.05):  # no node free: stays Queued
-                if job.cancel.is_set():
+            while self.quota_error or not self.node_free.acquire(timeout=0.05):  # no node: stays Queued
+                if job.cancel.wait(0.05 if self.quota_error else 0):
                     return
             try:
                 if behaviour == "requeue" and not visit:  # the node lost; the service puts it back in the queue
                     job.set("Running")
-                    if not self._wait(job, float(rule.get("for_seconds", self.step))):
+                    if not self._hold(job, "Running"):
                         return
                     continue
                 self._on_node(job, rule)
@@ -229,14 +244,21 @@ class JobService:
             return
         if behaviour == "not_responding":
             job.set("NotResponding")
-            if not self._wait(job, float(rule.get("for_seconds", 3600))):
+            if not self._released(job):
                 return
             job.set("Running")  # it came back, as the service says it can
-        if behaviour == "hang":
-            while not job.released.wait(0.05):
-                if job.cancel.is_set():
-                    return
-        self._execute(job, exit_code=2 if behaviour == "exit2" else None)
+        if not self._hold(job, "Running"):
+            return
+        self._execute(job, exit_code=2 if behaviour == "exit2" else None,
+                      at_least=float(rule["score_seconds"])
+                      if behaviour == "timed" else 0.0)
+
+    def _released(self, job: Job) -> bool:
+        while not job.released.wait(0.02):
+            if job.cancel.is_set():
+                return False
+        job.released.clear()
+        return True
 
     def _store(self, uri: str):
         from vidstyle.hooks.blob_store import BlobStore  # WasbHook: the connection comes from the environment
@@ -245,9 +267,12 @@ class JobService:
         conn_id, container = self.datastores[m["store"]]
         return BlobStore(conn_id, container), m["path"]
 
-    def _execute(self, job: Job, exit_code: int | None) -> None:
+    def _execute(self, job: Job, exit_code: int | None, at_least: float = 0.0) -> None:
+        """Run the job's command on a node; with ``at_least``, end no sooner than that many seconds
+        after it started (a scoring time chosen by the benchmark, not this machine's speed)."""
+        began = time.monotonic()
         props = job.props
-        with tempfile.TemporaryDirectory(prefix="standin-azureml-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="local-azureml-") as tmp:
             values = {}
             for name, item in (props.get("inputs") or {}).items():
                 store, path = self._store(item["uri"])
@@ -275,7 +300,7 @@ class JobService:
                     env={"PYTHONPATH": str(self.app_dir), "PATH": "/usr/bin:/bin",
                          **(props.get("environmentVariables") or {})})
             out, _ = job.proc.communicate()
-            if job.cancel.is_set():
+            if job.cancel.wait(max(0.0, at_least - (time.monotonic() - began))):
                 return  # stopped by a cancel: Canceled, not Failed
             if job.proc.returncode != 0:
                 # Azure ML's words for a non-zero exit (UserError, "exited with status code N").
@@ -294,77 +319,3 @@ class JobService:
 def _matches(rule: dict, job: Job) -> bool:
     return all(job.tags.get(k) == v for k, v in rule.get("tags", {}).items()) and rule.get(
         "attempt", job.attempt) == job.attempt
-
-
-class Handler(BaseHTTPRequestHandler):
-    service: JobService
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict:
-        return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-
-    def do_GET(self) -> None:
-        parts = self.path.strip("/").split("/")
-        if parts == ["state"]:
-            return self._reply(200, self.service.state())
-        if len(parts) == 3 and parts[0] == "assets":
-            asset = self.service.assets.get(f"{parts[1]}/{parts[2]}")
-            return self._reply(200, asset) if asset else self._reply(404, {"error": f"{parts[1]} {parts[2]} not found"})
-        if len(parts) == 2 and parts[0] == "jobs":
-            job = self.service.get(parts[1])
-            return self._reply(200, job) if job else self._reply(404, {"error": f"job {parts[1]} not found"})
-        self._reply(404, {"error": self.path})
-
-    def do_POST(self) -> None:
-        parts = self.path.strip("/").split("/")
-        try:
-            if parts == ["jobs"]:
-                return self._reply(201, self.service.create(self._body()))
-            if parts == ["rules"]:
-                self.service.add_rule(self._body())
-                return self._reply(200, {})
-            if len(parts) == 3 and parts[0] == "assets":
-                self.service.assets[f"{parts[1]}/{parts[2]}"] = self._body()
-                return self._reply(200, {})
-            if len(parts) == 3 and parts[0] == "jobs" and parts[2] in ("cancel", "release"):
-                if parts[1] not in self.service.jobs:
-                    return self._reply(404, {"error": f"job {parts[1]} not found"})
-                result = self.service.cancel(parts[1]) if parts[2] == "cancel" else self.service.release(parts[1])
-                return self._reply(200, result or {})
-        except ValueError as exc:
-            return self._reply(409, {"error": str(exc)})
-        self._reply(404, {"error": self.path})
-
-
-def serve(service: JobService, port: int = 0) -> ThreadingHTTPServer:
-    """Serve ``service`` on 127.0.0.1 in a thread; the server's port is ``server.server_port``."""
-    handler = type("BoundHandler", (Handler,), {"service": service})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description="The Azure ML stand-in as a process of its own")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--datastore", action="append", default=[], help="NAME=CONN_ID:CONTAINER")
-    p.add_argument("--nodes", type=int, default=4)
-    a = p.parse_args()
-    stores = {n: tuple(v.split(":", 1)) for n, v in (d.split("=", 1) for d in a.datastore)}
-    server = serve(JobService(stores, nodes=a.nodes), a.port)
-    print(f"standin Azure ML on 127.0.0.1:{server.server_port}", flush=True)
-    threading.Event().wait()
-
-
-if __name__ == "__main__":
-    main()
