@@ -87,7 +87,7 @@ class Settings:
     # (low priority or dedicated, your region and discounts), e.g. {"Standard_NC4as_T4_v3": 0.15}.
     azureml_prices: str = ""
     azureml_poll_seconds: float = 15.0  # first status poll; the interval then grows to the max
-    azureml_max_poll_seconds: float = 30.0  # the longest interval between two polls: a job's end is seen this late at most
+    azureml_max_poll_seconds: float = 30.0  # the longest interval between two polls: a job's end is seen this late
 
     @property
     def suffixes(self) -> tuple[str, ...]:
