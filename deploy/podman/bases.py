@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +85,7 @@ def make_debian() -> None:
         partial.rename(tree)
     trust_machine_cas(tree)
     engine.say(f"importing {tree} as {DEBIAN}")
-    changes = ["ENV " + " ".join(f"{k}={v}" for k, v in CA_ENV.items()), 'CMD ["bash"]']
+    changes = [*(f"ENV {k}={v}" for k, v in CA_ENV.items()), 'CMD ["bash"]']  # one ENV each: import takes one
     tar = subprocess.Popen(["tar", "-C", str(tree), "--numeric-owner", "--exclude=./var/cache/apt/archives/*.deb",
                             "-c", "."], stdout=subprocess.PIPE)
     args = ["podman", "import", *(x for c in changes for x in ("--change", c)), "-", DEBIAN]
@@ -115,22 +114,27 @@ def trust_machine_cas(tree: Path) -> None:
 
 
 def build(stand_in: StandIn) -> None:
-    with tempfile.TemporaryDirectory(prefix="vidstyle-base-") as tmp:
-        context = Path(tmp)
-        shutil.copytree(HERE, context, dirs_exist_ok=True)
-        if stand_in.containerfile == "azurite.Containerfile":
-            azurite_context(context)
-        engine.say(f"building stand-in {stand_in.tags[0]} ({stand_in.what})")
-        engine.logged(["podman", "build", "--pull=never", "--format", "docker", "-f",
-                       str(context / stand_in.containerfile), "-t", stand_in.tags[0], str(context)],
-                      "base-" + stand_in.containerfile.split(".")[0])
+    context = engine.home() / "contexts" / stand_in.containerfile.split(".")[0]
+    context.mkdir(parents=True, exist_ok=True)
+    for file in HERE.iterdir():
+        shutil.copyfile(file, context / file.name)
+        shutil.copymode(file, context / file.name)
+    if stand_in.containerfile == "azurite.Containerfile":
+        azurite_context(context)
+    engine.say(f"building stand-in {stand_in.tags[0]} ({stand_in.what})")
+    engine.logged(["podman", "build", "--pull=never", "--format", "docker", "-f",
+                   str(context / stand_in.containerfile), "-t", stand_in.tags[0], str(context)],
+                  "base-" + stand_in.containerfile.split(".")[0])
     for tag in stand_in.tags[1:]:
         engine.podman("tag", stand_in.tags[0], tag)
 
 
 def azurite_context(context: Path) -> None:
-    """Azurite from npm as the native setup installs it, and this machine's node binary."""
-    engine.run(["npm", "install", "--prefix", str(context), "--no-audit", "--no-fund", "--loglevel=error",
-                f"azurite@{AZURITE_VERSION}"], capture=True)
+    """Azurite from npm as the native setup installs it (kept: a rebuild installs nothing), and
+    this machine's node binary."""
+    installed = context / "node_modules" / "azurite" / "package.json"
+    if not installed.is_file() or f'"version": "{AZURITE_VERSION}"' not in installed.read_text():
+        engine.run(["npm", "install", "--prefix", str(context), "--no-audit", "--no-fund", "--loglevel=error",
+                    f"azurite@{AZURITE_VERSION}"], capture=True)
     shutil.copyfile(engine.which("node"), context / "node")
     (context / "node").chmod(0o755)

@@ -81,6 +81,29 @@ def test_azurite_is_the_native_setups_version_with_blob_and_queue(services):
     assert "--disableTelemetry" in command and "--blobPort 10000" in command and "--queuePort 10001" in command
 
 
+PORTS = {"airflow-apiserver": [("AIRFLOW_API_PORT", 8080)], "flower": [("FLOWER_PORT", 5555)],
+         "azurite": [("AZURITE_BLOB_PORT", 10000), ("AZURITE_QUEUE_PORT", 10001)]}
+
+
+def test_every_published_port_is_the_usual_one_unless_the_environment_says_otherwise(services):
+    """Another Airflow or Azurite on the machine need not stop the stack: each host port is a variable."""
+    published = {name: [(p["published"], p["target"]) for p in s.get("ports", [])] for name, s in services.items()}
+    assert {n: p for n, p in published.items() if p} == {n: [(d, d) for _, d in v] for n, v in PORTS.items()}
+    moved = config(**{var: str(20000 + i) for i, (var, _) in enumerate(v for vs in PORTS.values() for v in vs)})
+    for i, (name, (var, target)) in enumerate((n, v) for n, vs in PORTS.items() for v in vs):
+        assert {"published": 20000 + i, "target": target} in [
+            {k: p[k] for k in ("published", "target")} for p in moved["services"][name]["ports"]], var
+
+
+def test_no_health_check_passes_an_argument_with_spaces_as_an_exec_array(services):
+    """Podman's Docker-compatible API splits such an argument at its spaces (what ran here): a
+    command with spaces goes through the shell (CMD-SHELL), as Docker and podman both run it."""
+    for name, service in services.items():
+        test = service.get("healthcheck", {}).get("test", ["NONE"])
+        if test[0] == "CMD":
+            assert not [arg for arg in test[1:] if " " in arg], f"{name}: {test}"
+
+
 def test_airflow_init_makes_the_pool_counting_deferred_tasks_at_the_size_compose_sets(services, tmp_path):
     """airflow-init's own script, run here with compose's [vidstyle] settings against a new
     database: the pool it leaves counts deferred tasks (``airflow pools set`` would not)."""
