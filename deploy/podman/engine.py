@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 # Debian bookworm's podman 4.3.1 / buildah 1.28 and what they need here. No recommends: those
@@ -197,17 +199,19 @@ class ApiService:
 
 @dataclass
 class Check:
-    """When a container's next health check is due: at Docker's pace (the first one ``interval``
-    after the start; while still starting, at most every ``starting_every`` seconds, so a service
-    is seen healthy soon after it is)."""
+    """When a container's next health check is due, at Docker's pace: every ``interval``; within
+    the ``start_period`` after the container's start (where failures do not count) and before it
+    is healthy, at most every ``starting_every`` seconds, so a service is seen healthy soon."""
 
     interval: float
+    start_period: float = 0.0
+    started: float = 0.0  # POSIX time the container started
     starting_every: float = 5.0
     due: float = field(default=0.0)
 
     def next_after(self, now: float, status: str) -> float:
-        every = self.interval if status == "healthy" else min(self.interval, self.starting_every)
-        self.due = now + every
+        starting = status != "healthy" and now < self.started + self.start_period
+        self.due = now + (min(self.interval, self.starting_every) if starting else self.interval)
         return self.due
 
 
@@ -249,34 +253,32 @@ class HealthLoop:
         self.stop_event.set()
         self.thread.join(timeout=30)
 
-    def _containers(self) -> dict[str, float]:
+    def _containers(self) -> dict[str, Check]:
+        """Each running container with a health check, as a schedule whose first check is due at once."""
         out = podman("ps", "--format", "{{.ID}}", check=False, timeout=60).stdout.split()
-        if not out:
-            return {}
         found = {}
-        inspected = podman("inspect", *out, check=False, timeout=60).stdout
-        for c in json.loads(inspected or "[]"):
+        for c in json.loads(podman("inspect", *out, check=False, timeout=60).stdout or "[]") if out else []:
             hc = (c.get("Config") or {}).get("Healthcheck") or {}
             if hc.get("Test") and hc["Test"] != ["NONE"]:
-                found[c["Id"]] = parse_interval(hc.get("Interval"))
+                found[c["Id"]] = Check(parse_interval(hc.get("Interval")), parse_interval(hc.get("StartPeriod") or 0),
+                                       started_at(c["State"].get("StartedAt", "")))
         return found
 
     def _check(self, cid: str) -> None:
         podman("healthcheck", "run", cid, check=False, timeout=120)
 
     def _loop(self) -> None:
-        while not self.stop_event.wait(1.0):
+        while not self.stop_event.wait(2.0):
             try:
                 current = self._containers()
             except (subprocess.SubprocessError, json.JSONDecodeError, OSError):
                 continue
-            now = time.monotonic()
-            for cid, interval in current.items():
-                check = self.checks.setdefault(cid, Check(interval, due=now + min(interval, 2.0)))
+            now = time.time()
+            for cid, fresh in current.items():
+                check = self.checks.setdefault(cid, fresh)
                 busy = cid in self.running and self.running[cid].is_alive()
                 if now >= check.due and not busy:
-                    status = self._status(cid)
-                    check.next_after(now, status)
+                    check.next_after(now, self._status(cid))
                     t = threading.Thread(target=self._check, args=(cid,), daemon=True)
                     self.running[cid] = t
                     t.start()
@@ -286,6 +288,16 @@ class HealthLoop:
     def _status(self, cid: str) -> str:
         done = podman("inspect", "--format", "{{.State.Health.Status}}", cid, check=False, timeout=60)
         return done.stdout.strip()
+
+
+def started_at(value: str) -> float:
+    """podman's StartedAt (RFC 3339 with nanoseconds) as a POSIX time; 0 when unknown."""
+    m = re.match(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d+))?\s*(Z|[+-]\d\d:?\d\d)?", value or "")
+    if not m:
+        return 0.0
+    zone = "+0000" if m[4] in (None, "Z") else m[4].replace(":", "")
+    base = datetime.fromisoformat(f"{m[1]}T{m[2]}{zone[:3]}:{zone[3:]}")
+    return base.timestamp() + (float("0." + m[3]) if m[3] else 0.0)
 
 
 def need_root() -> None:

@@ -28,7 +28,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -77,14 +76,11 @@ def host_connection(compose: dict, ports: dict[str, int]) -> str:
 
 
 def go_time(value: str) -> float:
-    """A Go RFC 3339 time (nanoseconds, a zone or Z) as a POSIX timestamp."""
-    value = value.strip().replace("Z", "+00:00")
-    m = re.match(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d+))?\s*([+-]\d\d:?\d\d)?", value)
-    if not m:
+    """A Go or Python RFC 3339 time (nanoseconds, a zone or Z) as a POSIX timestamp."""
+    seconds = engine.started_at(value)
+    if not seconds:
         raise ValueError(value)
-    zone = (m[3] or "+00:00").replace(":", "")
-    base = datetime.fromisoformat(m[1].replace(" ", "T") + zone[:3] + ":" + zone[3:])
-    return base.timestamp() + (float("0." + m[2]) if m[2] else 0.0)
+    return seconds
 
 
 @dataclass

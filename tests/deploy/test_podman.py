@@ -41,12 +41,15 @@ def test_health_check_intervals_read_as_podman_gives_them(value, seconds):
     assert engine.parse_interval(value) == pytest.approx(seconds)
 
 
-def test_health_checks_run_often_while_starting_then_at_their_interval():
-    check = engine.Check(interval=30.0)
+def test_health_checks_run_often_only_within_the_start_period_then_at_their_interval():
+    """Failures inside the start period do not count, so checking often there cannot make a
+    container unhealthy sooner than Docker would; after it, Docker's interval."""
+    check = engine.Check(interval=30.0, start_period=30.0, started=100.0)
     assert check.next_after(100.0, "starting") == 105.0
-    assert check.next_after(105.0, "unhealthy") == 110.0
+    assert check.next_after(125.0, "starting") == 130.0
+    assert check.next_after(131.0, "starting") == 161.0  # past the start period: the interval
     assert check.next_after(110.0, "healthy") == 140.0
-    assert engine.Check(interval=2.0).next_after(0.0, "starting") == 2.0
+    assert engine.Check(interval=10.0).next_after(0.0, "starting") == 10.0  # no start period: the interval
 
 
 @pytest.mark.parametrize("text", ["2026-12-06T08:48:47.806609106Z", "2026-12-06 08:48:47.806609106 +0000 UTC",
