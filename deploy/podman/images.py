@@ -103,7 +103,8 @@ def smoke_scoring(work: Path) -> dict:
     frames = check_segment(chunk, out)
     engine.say(f"{SCORING.tag}: stylized a chunk of {frames} frames on the CPU in {seconds:.0f} s, "
                "frame-exact (count and every timestamp)")
-    return {"models": models.split(), "chunk_frames": frames, "stylize_s": round(seconds, 1)}
+    names = [line.split()[0] for line in models.splitlines() if line.strip()]
+    return {"models": names, "chunk_frames": frames, "stylize_s": round(seconds, 1)}
 
 
 def make_chunk(work: Path) -> Path:
