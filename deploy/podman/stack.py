@@ -44,6 +44,8 @@ DAG = "video_stylize"
 PORT_VARIABLES = ("AIRFLOW_API_PORT", "AZURITE_BLOB_PORT", "AZURITE_QUEUE_PORT", "FLOWER_PORT")
 LONG_RUNNING = ("postgres", "redis", "azurite", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                 "airflow-triggerer", "airflow-worker")
+# The file's dependency order (see Stack.up): the stores, airflow-init, then every Airflow service.
+STAGES = (("postgres", "redis", "azurite"), ("airflow-init",), LONG_RUNNING[3:])
 
 
 def free_ports(names: tuple[str, ...]) -> dict[str, int]:
@@ -128,22 +130,29 @@ class Stack:
         return found
 
     def up(self, timeout: float = 1800) -> dict[str, float]:
-        """``up -d`` and wait for every service; each one's seconds from its container's start to
-        healthy (airflow-init: to its successful exit), and the whole stack's from ``up``."""
-        began = time.time()
-        proc = subprocess.Popen(["docker-compose", "-f", str(COMPOSE_FILE), "-f", str(self.workdir / "override.yaml"),
-                                 "up", "-d", "--no-build", "--scale", f"airflow-worker={WORKERS}"],
-                                cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        ready: dict[str, tuple[float, float]] = {}
+        """Start the stack and wait for every service; each one's seconds from its container's
+        start to healthy (airflow-init: to its successful exit), and the whole stack's from the start.
+
+        In stages, in the file's own dependency order: podman 4.3.1's compatible API reports an
+        exited container as "stopped" where Docker says "exited", so docker-compose 1.29 never sees
+        airflow-init complete (``service_completed_successfully``). Each stage is ``up --no-deps`` of
+        services whose dependencies the stages before met; compose still orders a stage's own
+        services (the workers wait for the API server's health)."""
+        began, ready = time.time(), {}
         deadline = time.monotonic() + timeout
-        while not (proc.poll() == 0 and complete(ready)):
-            if proc.poll() not in (None, 0):
-                raise SystemExit(f"docker-compose up failed:\n{proc.stdout.read()[-4000:]}")
-            if time.monotonic() > deadline:
-                states = {s.name: (s.state, s.health) for s in self.services()}
-                raise SystemExit(f"the stack was not healthy after {timeout:.0f} s: {states}")
-            self._note_ready(ready, began)
-            time.sleep(1)
+        for stage in STAGES:
+            scale = ["--scale", f"airflow-worker={WORKERS}"] if "airflow-worker" in stage else []
+            files = ["-f", str(COMPOSE_FILE), "-f", str(self.workdir / "override.yaml")]
+            proc = subprocess.Popen(["docker-compose", *files, "up", "-d", "--no-build", "--no-deps", *scale, *stage],
+                                    cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            while not (proc.poll() == 0 and complete(ready, stage)):
+                if proc.poll() not in (None, 0):
+                    raise SystemExit(f"docker-compose up failed:\n{proc.stdout.read()[-4000:]}")
+                if time.monotonic() > deadline:
+                    states = {s.name: (s.state, s.health) for s in self.services()}
+                    raise SystemExit(f"the stack was not healthy after {timeout:.0f} s: {states}")
+                self._note_ready(ready, began)
+                time.sleep(1)
         for key, (own, since_up) in sorted(ready.items(), key=lambda kv: kv[1][1]):
             engine.say(f"  {key}: ready {own:.0f} s after its start, {since_up:.0f} s after `up`")
         whole = round(time.time() - began, 1)
@@ -155,7 +164,7 @@ class Stack:
             key = s.name if s.name != "airflow-worker" else f"airflow-worker-{s.cid[:6]}"
             if key in ready:
                 continue
-            if s.name == "airflow-init" and s.state == "exited":
+            if s.name == "airflow-init" and s.state in ("exited", "stopped"):
                 if s.exit_code != 0:
                     logs = self.compose("logs", "airflow-init", capture=True)
                     raise SystemExit(f"airflow-init failed:\n{logs[-4000:]}")
@@ -167,11 +176,11 @@ class Stack:
         self.compose("down", timeout=900)
 
 
-def complete(ready: dict) -> bool:
-    """Every long-running service healthy (each worker), airflow-init done."""
+def complete(ready: dict, services: tuple[str, ...]) -> bool:
+    """Every one of ``services`` ready (healthy, or airflow-init done), each worker."""
     names = {k.rsplit("-", 1)[0] if k.startswith("airflow-worker-") else k for k in ready}
     workers = sum(k.startswith("airflow-worker-") for k in ready)
-    return {*LONG_RUNNING, "airflow-init"} <= names and workers >= WORKERS
+    return set(services) <= names and ("airflow-worker" not in services or workers >= WORKERS)
 
 
 def jwt_secret() -> str:

@@ -80,11 +80,24 @@ def test_free_ports_are_distinct_and_bindable():
         s.bind(("127.0.0.1", ports["AIRFLOW_API_PORT"]))
 
 
-def test_the_stack_is_complete_only_with_every_service_and_each_worker():
+def test_each_stage_is_complete_only_with_every_service_and_each_worker():
     every = {name: (1.0, 1.0) for name in stack.LONG_RUNNING if name != "airflow-worker"} | {"airflow-init": (1.0, 1.0)}
-    assert not stack.complete(every)
-    assert not stack.complete(every | {"airflow-worker-abc123": (1.0, 1.0)})
-    assert stack.complete(every | {"airflow-worker-abc123": (1.0, 1.0), "airflow-worker-def456": (1.0, 1.0)})
+    last = stack.STAGES[-1]
+    assert stack.complete(every, stack.STAGES[0]) and stack.complete(every, stack.STAGES[1])
+    assert not stack.complete(every, last)
+    assert not stack.complete(every | {"airflow-worker-abc123": (1.0, 1.0)}, last)
+    assert stack.complete(every | {"airflow-worker-abc123": (1.0, 1.0), "airflow-worker-def456": (1.0, 1.0)}, last)
+
+
+def test_the_stages_start_every_service_in_the_files_dependency_order():
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]
+    started: set[str] = set()
+    for stage in stack.STAGES:
+        for name in stage:
+            needs = set(compose[name].get("depends_on", {})) - set(stage)
+            assert needs <= started, f"{name} needs {needs - started} before its stage"
+        started |= set(stage)
+    assert started == {n for n, s in compose.items() if not s.get("profiles")}
 
 
 def test_every_stand_in_is_an_image_the_compose_file_or_a_dockerfile_names():
