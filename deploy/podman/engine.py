@@ -243,6 +243,8 @@ class HealthLoop:
     def __init__(self) -> None:
         self.stop_event = threading.Event()
         self.checks: dict[str, Check] = {}
+        self.without: set[str] = set()  # containers with no health check
+        self.status: dict[str, str] = {}  # each one's last result, as the loop saw it
         self.running: dict[str, threading.Thread] = {}
         self.thread = threading.Thread(target=self._loop, daemon=True, name="health-loop")
 
@@ -253,41 +255,41 @@ class HealthLoop:
         self.stop_event.set()
         self.thread.join(timeout=30)
 
-    def _containers(self) -> dict[str, Check]:
-        """Each running container with a health check, as a schedule whose first check is due at once."""
-        out = podman("ps", "--format", "{{.ID}}", check=False, timeout=60).stdout.split()
-        found = {}
-        for c in json.loads(podman("inspect", *out, check=False, timeout=60).stdout or "[]") if out else []:
+    def _learn(self, ids: list[str]) -> None:
+        """Inspect each container once: a check waiting on a busy container (a slow ``airflow
+        jobs check``) must not hold up the others' schedules."""
+        new = [i for i in ids if i not in self.checks and i not in self.without]
+        for c in json.loads(podman("inspect", *new, check=False, timeout=120).stdout or "[]") if new else []:
             hc = (c.get("Config") or {}).get("Healthcheck") or {}
             if hc.get("Test") and hc["Test"] != ["NONE"]:
-                found[c["Id"]] = Check(parse_interval(hc.get("Interval")), parse_interval(hc.get("StartPeriod") or 0),
-                                       started_at(c["State"].get("StartedAt", "")))
-        return found
+                self.checks[c["Id"]] = Check(parse_interval(hc.get("Interval")),
+                                             parse_interval(hc.get("StartPeriod") or 0),
+                                             started_at(c["State"].get("StartedAt", "")))
+            else:
+                self.without.add(c["Id"])
 
     def _check(self, cid: str) -> None:
-        podman("healthcheck", "run", cid, check=False, timeout=120)
+        done = podman("healthcheck", "run", cid, check=False, timeout=600)
+        self.status[cid] = "healthy" if done.returncode == 0 else "unhealthy"
 
     def _loop(self) -> None:
         while not self.stop_event.wait(2.0):
             try:
-                current = self._containers()
+                ids = podman("ps", "--no-trunc", "--format", "{{.ID}}", check=False, timeout=120).stdout.split()
+                self._learn(ids)
             except (subprocess.SubprocessError, json.JSONDecodeError, OSError):
                 continue
             now = time.time()
-            for cid, fresh in current.items():
-                check = self.checks.setdefault(cid, fresh)
+            for cid in ids:
+                check = self.checks.get(cid)
                 busy = cid in self.running and self.running[cid].is_alive()
-                if now >= check.due and not busy:
-                    check.next_after(now, self._status(cid))
+                if check and now >= check.due and not busy:
+                    check.next_after(now, self.status.get(cid, "starting"))
                     t = threading.Thread(target=self._check, args=(cid,), daemon=True)
                     self.running[cid] = t
                     t.start()
-            for cid in set(self.checks) - set(current):
+            for cid in set(self.checks) - set(ids):
                 self.checks.pop(cid)
-
-    def _status(self, cid: str) -> str:
-        done = podman("inspect", "--format", "{{.State.Health.Status}}", cid, check=False, timeout=60)
-        return done.stdout.strip()
 
 
 def started_at(value: str) -> float:
