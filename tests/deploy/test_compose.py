@@ -95,6 +95,17 @@ def test_every_published_port_is_the_usual_one_unless_the_environment_says_other
             {k: p[k] for k in ("published", "target")} for p in moved["services"][name]["ports"]], var
 
 
+def test_every_airflow_container_shares_one_fernet_key(services):
+    """Left unset, each container writes its own airflow.cfg with a random key, and the triggerer
+    cannot decrypt what the workers deferred (what ran with podman: InvalidToken, the triggerer
+    exits). Empty is the official file's default (no encryption); AIRFLOW_FERNET_KEY sets one."""
+    keys = {n: s["environment"].get("AIRFLOW__CORE__FERNET_KEY") for n, s in services.items() if n in AIRFLOW_SERVICES}
+    assert set(keys.values()) == {""}, keys
+    key = "a" * 43 + "="
+    assert {s["environment"]["AIRFLOW__CORE__FERNET_KEY"] for n, s in config(AIRFLOW_FERNET_KEY=key)["services"].items()
+            if n in AIRFLOW_SERVICES} == {key}
+
+
 def test_no_health_check_passes_an_argument_with_spaces_as_an_exec_array(services):
     """Podman's Docker-compatible API splits such an argument at its spaces (what ran here): a
     command with spaces goes through the shell (CMD-SHELL), as Docker and podman both run it."""
