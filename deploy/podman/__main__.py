@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-up", action="store_true", help="leave the compose stack running at the end")
     a = parser.parse_args(argv)
     engine.need_root()
+    # A background job's SIGINT is ignored: SIGTERM stops the command cleanly (the stack goes down).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     figures: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu(),
                      "cpus": len([x for x in Path("/proc/cpuinfo").read_text().splitlines()
                                   if x.startswith("processor")])}
