@@ -9,6 +9,7 @@ those that run things."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -246,6 +247,9 @@ class HealthLoop:
         self.without: set[str] = set()  # containers with no health check
         self.status: dict[str, str] = {}  # each one's last result, as the loop saw it
         self.running: dict[str, threading.Thread] = {}
+        # Cleared while compose stops containers on purpose (down): those stay stopped.
+        self.restarts = threading.Event()
+        self.restarts.set()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="health-loop")
 
     def start(self) -> None:
@@ -290,6 +294,28 @@ class HealthLoop:
                     t.start()
             for cid in set(self.checks) - set(ids):
                 self.checks.pop(cid)
+            with contextlib.suppress(subprocess.SubprocessError, json.JSONDecodeError, OSError):
+                self._restart_exited()
+
+    def _restart_exited(self) -> None:
+        """What Docker's restart policy does and podman 4.3.1 did not do here: start again a
+        container that exited under ``restart: always`` (or ``on-failure`` with an error)."""
+        if not self.restarts.is_set():
+            return
+        ids = podman("ps", "-a", "--no-trunc", "--filter", "status=exited", "--filter", "status=stopped",
+                     "--format", "{{.ID}}", check=False, timeout=120).stdout.split()
+        for c in json.loads(podman("inspect", *ids, check=False, timeout=120).stdout or "[]") if ids else []:
+            if self.restarts.is_set() and should_restart(c):
+                name, code = c.get("Name", c["Id"][:12]), c["State"].get("ExitCode")
+                say(f"restarting {name} (its restart policy; it exited with {code})")
+                podman("start", c["Id"], check=False, timeout=300)
+
+
+def should_restart(container: dict) -> bool:
+    """Docker's restart policies, for an inspected container that has exited."""
+    policy = ((container.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name", "")
+    exit_code = (container.get("State") or {}).get("ExitCode", 0)
+    return policy in ("always", "unless-stopped") or (policy == "on-failure" and exit_code != 0)
 
 
 def started_at(value: str) -> float:

@@ -100,6 +100,7 @@ class Stack:
     ports: dict[str, int]
     api: engine.ApiService
     workdir: Path
+    health: engine.HealthLoop | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -172,8 +173,15 @@ class Stack:
             elif s.health == "healthy":
                 ready[key] = (now - s.started, now - began)
 
-    def down(self) -> None:
-        self.compose("down", timeout=900)
+    def down(self, *args: str) -> None:
+        """``down``, with the health loop's restarts paused: these containers stop on purpose."""
+        if self.health:
+            self.health.restarts.clear()
+        try:
+            self.compose("down", *args, timeout=900)
+        finally:
+            if self.health:
+                self.health.restarts.set()
 
 
 def complete(ready: dict, services: tuple[str, ...]) -> bool:
@@ -388,12 +396,12 @@ def exercise(keep_up: bool = False) -> dict:
     health = engine.HealthLoop()
     health.start()
     work = Path(tempfile.mkdtemp(prefix="compose-", dir=engine.home()))
-    stack = Stack(free_ports(PORT_VARIABLES), api_service, work)
+    stack = Stack(free_ports(PORT_VARIABLES), api_service, work, health)
     storage = Storage(host_connection(yaml.safe_load(COMPOSE_FILE.read_text()), stack.ports))
     figures: dict = {"ports": stack.ports, "lines": []}
     lines = figures["lines"]
     try:
-        stack.compose("down", "--volumes")  # a clean start: an old ledger would skip known videos
+        stack.down("--volumes")  # a clean start: an old ledger would skip known videos
         engine.say(f"docker-compose up (project {PROJECT}, ports {stack.ports}, {WORKERS} workers)")
         figures["startup_s"] = stack.up()
         lines += [f"start-up, {k}: {v:.0f} s" for k, v in figures["startup_s"].items()]

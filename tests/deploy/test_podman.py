@@ -109,3 +109,11 @@ def test_every_stand_in_is_an_image_the_compose_file_or_a_dockerfile_names():
     assert wanted == made
     for stand_in in bases.STAND_INS:
         assert (Path(bases.HERE) / stand_in.containerfile).is_file()
+
+
+@pytest.mark.parametrize(("policy", "exit_code", "restart"), [
+    ("always", 0, True), ("always", 137, True), ("unless-stopped", 0, True), ("on-failure", 1, True),
+    ("on-failure", 0, False), ("no", 1, False), ("", 1, False)])
+def test_exited_containers_restart_as_dockers_policies_say(policy, exit_code, restart):
+    container = {"HostConfig": {"RestartPolicy": {"Name": policy}}, "State": {"ExitCode": exit_code}}
+    assert engine.should_restart(container) is restart
