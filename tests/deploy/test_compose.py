@@ -95,6 +95,14 @@ def test_every_published_port_is_the_usual_one_unless_the_environment_says_other
             {k: p[k] for k in ("published", "target")} for p in moved["services"][name]["ports"]], var
 
 
+def test_health_checks_name_the_container_by_its_hostname_not_a_variable(services):
+    """podman runs a health check in an exec session without HOSTNAME (what ran here: the
+    workers' ``inspect ping -d celery@`` never answered); ``$(hostname)`` is the same on both."""
+    tests = {n: " ".join(s.get("healthcheck", {}).get("test", [])) for n, s in services.items()}
+    assert not [n for n, t in tests.items() if "HOSTNAME" in t]
+    assert '"celery@$$(hostname)"' in tests["airflow-worker"]  # $$: compose config keeps the escape
+
+
 def test_every_airflow_container_shares_one_fernet_key(services):
     """Left unset, each container writes its own airflow.cfg with a random key, and the triggerer
     cannot decrypt what the workers deferred (what ran with podman: InvalidToken, the triggerer
