@@ -283,9 +283,9 @@ class Storage:
         return path
 
 
-def make_video(path: Path, frames: int) -> Path:
+def make_video(path: Path, frames: int, size: str = "128x72") -> Path:
     rate = Fraction(30000, 1001)
-    engine.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=128x72:rate={rate}",
+    engine.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
                 "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-frames:v", str(frames),
                 "-t", f"{float(frames / rate):.3f}", "-c:v", "libx264", "-g", str(CHUNK_FRAMES), "-pix_fmt", "yuv420p",
                 "-c:a", "aac", str(path)], env=dict(os.environ))
@@ -381,7 +381,7 @@ class Killer:
         for t in running:
             host = (t.get("hostname") or "").split(".")[0]
             alone = sum((o.get("hostname") or "").split(".")[0] == host for o in running) == 1
-            if host in workers and alone and now - self.seen_running[t["map_index"]] >= 5:
+            if host in workers and alone and now - self.seen_running[t["map_index"]] >= 3:
                 engine.podman("kill", workers[host])
                 self.killed = {"map_index": t["map_index"], "chunk": t.get("rendered_map_index"),
                                "worker": host, "try_number": t["try_number"]}
@@ -445,7 +445,9 @@ def first_video(stack: Stack, api: Api, storage: Storage) -> dict:
 
 def second_video(stack: Stack, api: Api, storage: Storage) -> dict:
     """A worker killed mid-chunk: the run ends exact, and the killed chunk alone has a second try."""
-    source = make_video(stack.workdir / "second.mp4", 3 * CHUNK_FRAMES)
+    # Larger frames: each chunk scores for a minute or more, so the kill lands well inside one
+    # (a 128x72 chunk took 20 s, and a kill a few seconds after "running" met a finished chunk).
+    source = make_video(stack.workdir / "second.mp4", 3 * CHUNK_FRAMES, size="384x216")
     at = upload(stack, storage, source)
     run = wait_for_run(api, source.name, 600)
     killer = Killer(stack, api, run["dag_run_id"])
