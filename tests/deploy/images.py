@@ -2,7 +2,8 @@
 build steps that make the Python environment (ARG, ENV, WORKDIR, COPY from the build context
 and the RUN that calls ``uv sync``), replayed into a folder that stands for the image's file
 system. The build context is what ``.dockerignore`` lets through, as Docker reads it. What is
-not replayed (the base image, apt-get, the user, the smoke checks) is named in the README."""
+not replayed here (the base image, apt-get, the user, the smoke checks) runs in the real builds of
+``scripts/containers.sh`` (docs/containers.md)."""
 
 from __future__ import annotations
 

@@ -81,6 +81,48 @@ def test_azurite_is_the_native_setups_version_with_blob_and_queue(services):
     assert "--disableTelemetry" in command and "--blobPort 10000" in command and "--queuePort 10001" in command
 
 
+PORTS = {"airflow-apiserver": [("AIRFLOW_API_PORT", 8080)], "flower": [("FLOWER_PORT", 5555)],
+         "azurite": [("AZURITE_BLOB_PORT", 10000), ("AZURITE_QUEUE_PORT", 10001)]}
+
+
+def test_every_published_port_is_the_usual_one_unless_the_environment_says_otherwise(services):
+    """Another Airflow or Azurite on the machine need not stop the stack: each host port is a variable."""
+    published = {name: [(p["published"], p["target"]) for p in s.get("ports", [])] for name, s in services.items()}
+    assert {n: p for n, p in published.items() if p} == {n: [(d, d) for _, d in v] for n, v in PORTS.items()}
+    moved = config(**{var: str(20000 + i) for i, (var, _) in enumerate(v for vs in PORTS.values() for v in vs)})
+    for i, (name, (var, target)) in enumerate((n, v) for n, vs in PORTS.items() for v in vs):
+        assert {"published": 20000 + i, "target": target} in [
+            {k: p[k] for k in ("published", "target")} for p in moved["services"][name]["ports"]], var
+
+
+def test_health_checks_name_the_container_by_its_hostname_not_a_variable(services):
+    """podman runs a health check in an exec session without HOSTNAME (what ran here: the
+    workers' ``inspect ping -d celery@`` never answered); ``$(hostname)`` is the same on both."""
+    tests = {n: " ".join(s.get("healthcheck", {}).get("test", [])) for n, s in services.items()}
+    assert not [n for n, t in tests.items() if "HOSTNAME" in t]
+    assert '"celery@$$(hostname)"' in tests["airflow-worker"]  # $$: compose config keeps the escape
+
+
+def test_every_airflow_container_shares_one_fernet_key(services):
+    """Left unset, each container writes its own airflow.cfg with a random key, and the triggerer
+    cannot decrypt what the workers deferred (what ran with podman: InvalidToken, the triggerer
+    exits). Empty is the official file's default (no encryption); AIRFLOW_FERNET_KEY sets one."""
+    keys = {n: s["environment"].get("AIRFLOW__CORE__FERNET_KEY") for n, s in services.items() if n in AIRFLOW_SERVICES}
+    assert set(keys.values()) == {""}, keys
+    key = "a" * 43 + "="
+    assert {s["environment"]["AIRFLOW__CORE__FERNET_KEY"] for n, s in config(AIRFLOW_FERNET_KEY=key)["services"].items()
+            if n in AIRFLOW_SERVICES} == {key}
+
+
+def test_no_health_check_passes_an_argument_with_spaces_as_an_exec_array(services):
+    """Podman's Docker-compatible API splits such an argument at its spaces (what ran here): a
+    command with spaces goes through the shell (CMD-SHELL), as Docker and podman both run it."""
+    for name, service in services.items():
+        test = service.get("healthcheck", {}).get("test", ["NONE"])
+        if test[0] == "CMD":
+            assert not [arg for arg in test[1:] if " " in arg], f"{name}: {test}"
+
+
 def test_airflow_init_makes_the_pool_counting_deferred_tasks_at_the_size_compose_sets(services, tmp_path):
     """airflow-init's own script, run here with compose's [vidstyle] settings against a new
     database: the pool it leaves counts deferred tasks (``airflow pools set`` would not)."""
