@@ -3,6 +3,7 @@ as the pipeline's split cuts them."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +63,10 @@ def upload_with_event(store, path: Path, blob: str, settings=None) -> None:
 
     store.upload(path, blob)
     announce(store, settings or load_settings(), blob)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

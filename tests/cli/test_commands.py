@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, free_port
 from vidstyle.cli import local
 from vidstyle.media import probe as media
 
@@ -31,12 +30,6 @@ def vidstyle(*args: str, env: dict | None = None, timeout: float = 600) -> subpr
                           timeout=timeout, env=env, check=False, cwd=ROOT)
     assert done.returncode == 0, f"vidstyle {' '.join(args)}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sample_makes_a_panning_video_with_its_chord(tmp_path):

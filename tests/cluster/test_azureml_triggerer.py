@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.test_cluster import CLUSTER, cluster, sql, wait_for
-from tests.support import ROOT, make_video, upload_with_event
+from tests.support import ROOT, free_port, make_video, upload_with_event
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.environment import environment_version
 from vidstyle.pipeline.layout import Layout
@@ -42,12 +41,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 FRAMES, CHUNK = 60, 10  # six chunks
 NODES = 1  # the GPU cluster's nodes; provisioning sizes the pool from it: two chunks in flight
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, ca: str | None = None) -> dict:

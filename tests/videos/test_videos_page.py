@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.test_cluster import CLUSTER, cluster, wait_for
-from tests.support import ROOT, make_video
+from tests.support import ROOT, free_port, make_video
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.identity import OutputSpec, Video
 from vidstyle.pipeline.layout import Layout
@@ -40,12 +39,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 USERS = {"vera": "viewer", "uma": "user"}
 SHOTS = ROOT / ".cache" / "videos-page"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def standin_model(path: Path, seed: int) -> Path:

@@ -34,6 +34,8 @@ from pathlib import Path
 from azure.storage.blob._shared.parser import DEVSTORE_ACCOUNT_KEY
 
 from vidstyle.cli import local, stack
+from vidstyle.cli.cluster_run import cluster as _cluster
+from vidstyle.cli.cluster_run import sql as _sql
 
 BLOB_PORT, QUEUE_PORT = 10100, 10101
 # Azurite's account and its public, documented key (the SDK's own constant): no secret.
@@ -161,27 +163,6 @@ def idle_cost(azurite: Azurite, mode: str, settings, seconds: float = 60.0) -> d
     time.sleep(1)  # the last requests reach the log
     return {"requests_per_idle_minute": round((azurite.requests() - before) * 60 / seconds, 1),
             "check_seconds": round(min(times), 4)}
-
-
-def _cluster(*args: str, env: dict, timeout: float = 900) -> str:
-    done = subprocess.run([sys.executable, "-m", "vidstyle.cli.main", "cluster", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"vidstyle cluster {' '.join(args)} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return done.stdout
-
-
-def _sql(env: dict, query: str, *args) -> list[tuple]:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=env["VIDSTYLE_PG_PORT"], user="airflow",
-                            password=local.LOCAL_PG_PASSWORD, dbname=env["VIDSTYLE_CLUSTER_DB"])
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def delays(mode: str, settings, samples: int, budget: float, work: Path) -> list[float]:

@@ -41,6 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vidstyle.cli import local
+from vidstyle.cli.cluster_run import cluster as _cluster
+from vidstyle.cli.cluster_run import sql as _sql
 
 ARM_READS_PER_SECOND, ARM_WRITES_PER_SECOND = 25, 10  # refill rates; buckets of 250 and 200
 
@@ -62,27 +64,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cluster(*args: str, env: dict, timeout: float = 900) -> str:
-    done = subprocess.run([sys.executable, "-m", "vidstyle.cli.main", "cluster", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"vidstyle cluster {' '.join(args)} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return done.stdout
-
-
-def _sql(env: dict, query: str, *args) -> list[tuple]:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=env["VIDSTYLE_PG_PORT"], user="airflow",
-                            password=local.LOCAL_PG_PASSWORD, dbname=env["VIDSTYLE_CLUSTER_DB"])
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 class Service:
