@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -95,3 +96,13 @@ def wait(deferred: TaskDeferred, **change) -> dict:
     return asyncio.run(first_event())
 
 
+def wait_while(deferred: TaskDeferred, steer: Callable[[], Awaitable[None]], **change) -> dict:
+    """``wait`` for the trigger's event while ``steer`` (the test holding and releasing the job
+    in the service) runs beside it; the event once both are done."""
+
+    async def both() -> dict:
+        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, **change))
+        await steer()
+        return await waiter
+
+    return asyncio.run(both())

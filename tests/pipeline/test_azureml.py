@@ -35,6 +35,7 @@ from tests.pipeline.azureml_support import (
     submit_hanging,
     wait,
     wait_for_status,
+    wait_while,
 )
 from tests.support import ROOT, make_video
 from vidstyle.airflow.triggers.azureml_job import AzureMLJobTrigger
@@ -305,12 +306,8 @@ def test_a_job_that_stops_responding_gets_a_grace_period_then_is_cancelled(azure
             await asyncio.sleep(0.02)
         azureml.service.release(name)
 
-    async def both():
-        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, not_responding_grace=3600.0))
-        await recover_once_seen()
-        return await waiter
-
-    assert asyncio.run(both())["status"] == "success"  # it recovered within its grace
+    event = wait_while(deferred, recover_once_seen, not_responding_grace=3600.0)
+    assert event["status"] == "success"  # it recovered within its grace
     op, deferred = submit(dataclasses.replace(staged, chunk_index=2, output_dir=staged.output_dir + "b/"))
     event = wait(deferred, not_responding_grace=0.5)
     assert (event["status"], event["job_status"]) == ("hung", "NotResponding")
@@ -345,12 +342,7 @@ def test_only_time_queued_counts_against_the_queue_timeout(azureml, staged):
             await asyncio.sleep(0.05)
         azureml.service.release(name)
 
-    async def both():
-        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, queue_timeout=0.5))
-        await release_after_the_limit()
-        return await waiter
-
-    assert asyncio.run(both())["status"] == "success"
+    assert wait_while(deferred, release_after_the_limit, queue_timeout=0.5)["status"] == "success"
 
 
 @pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from tests.pipeline.azureml_support import RUN_ID, operator, register, submit, wait, wait_for_status
+from tests.pipeline.azureml_support import RUN_ID, operator, register, submit, wait, wait_for_status, wait_while
 from vidstyle.airflow.triggers.azureml_job import AzureMLJobTrigger
 from vidstyle.hooks.azureml import AzureMLHook
 from vidstyle.pipeline.backends import azureml_jobs as jobs
@@ -51,12 +51,8 @@ def test_a_slow_image_build_is_not_counted_against_the_run_timeout(azureml, stag
         assert azureml.service.jobs[name].status == "Preparing"
         azureml.service.release(name)
 
-    async def both():
-        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, run_timeout=3.0))
-        await build_for_longer_than_the_run_timeout()
-        return await waiter
-
-    assert asyncio.run(both())["status"] == "success" and azureml.service.cancelled == []
+    event = wait_while(deferred, build_for_longer_than_the_run_timeout, run_timeout=3.0)
+    assert event["status"] == "success" and azureml.service.cancelled == []
 
 
 @pytest.mark.timeout(120)
@@ -188,12 +184,9 @@ def test_a_job_requeued_after_it_ran_does_not_count_its_whole_life_as_queued_aft
         assert job.status == "Queued"
         azureml.service.release(job.name)
 
-    async def both():  # a trigger started now (after a restart) sees it Queued, a job older than the limit
-        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, queue_timeout=600.0))
-        await release_once_seen_queued()
-        return await waiter
-
-    assert asyncio.run(both())["status"] == "success"  # ... its wait for a node is not
+    # A trigger started now (after a restart) sees it Queued, a job older than the limit...
+    event = wait_while(deferred, release_once_seen_queued, queue_timeout=600.0)
+    assert event["status"] == "success"  # ... its wait for a node is not
 
 
 def test_jobs_of_a_chunk_are_found_by_their_names(azureml, staged):

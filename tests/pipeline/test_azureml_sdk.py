@@ -13,7 +13,7 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from tests.pipeline.azureml_support import RUN_ID, compute_body, submit, wait, wait_for_status
+from tests.pipeline.azureml_support import RUN_ID, compute_body, submit, wait, wait_for_status, wait_while
 from vidstyle.airflow.triggers.azureml_job import CANCELLING
 from vidstyle.hooks.azureml import AzureMLHook
 from vidstyle.pipeline.backends.azureml import AzureMLBackend
@@ -147,12 +147,8 @@ def test_after_a_restart_the_queue_clock_does_not_count_the_image_build(azureml,
             await asyncio.sleep(0.02)
         azureml.service.release(job.name)
 
-    async def both():  # the trigger starts now, as after a triggerer restart: the job is Queued
-        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, queue_timeout=600.0))
-        await release_once_seen_queued()
-        return await waiter
-
-    assert asyncio.run(both())["status"] == "success"
+    # The trigger starts now, as after a triggerer restart: the job is Queued.
+    assert wait_while(deferred, release_once_seen_queued, queue_timeout=600.0)["status"] == "success"
 
 
 # -- an outage is bounded by time ----------------------------------------------------------------------
@@ -172,12 +168,7 @@ def test_a_short_outage_of_many_failed_reads_does_not_end_the_try(azureml, stage
             await asyncio.sleep(0.05)
         azureml.service.release(name)
 
-    async def both():
-        waiter = asyncio.create_task(asyncio.to_thread(wait, deferred, outage_timeout=3600.0))
-        await release_after_the_outage()
-        return await waiter
-
-    assert asyncio.run(both())["status"] == "success"
+    assert wait_while(deferred, release_after_the_outage, outage_timeout=3600.0)["status"] == "success"
 
 
 @pytest.mark.timeout(120)
