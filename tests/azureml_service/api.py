@@ -428,10 +428,11 @@ def main() -> None:
     p.add_argument("--datastore", action="append", default=[], help="NAME=CONN_ID:CONTAINER")
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--state", type=Path, required=True, help="folder for its CA and its address (service.json)")
-    p.add_argument("--score-seconds", type=float, help="every job runs exactly this long on its node")
+    p.add_argument("--score-seconds", type=float,
+                   help="every job runs exactly this long on its node, on warm nodes (the benchmark)")
     a = p.parse_args()
     stores = {n: tuple(v.split(":", 1)) for n, v in (d.split("=", 1) for d in a.datastore)}
-    engine = JobService(stores, nodes=a.nodes)
+    engine = JobService(stores, nodes=a.nodes, warm_nodes=a.score_seconds is not None)
     if a.score_seconds is not None:
         engine.add_rule({"behaviour": "timed", "score_seconds": a.score_seconds})
     # The service principal's secret: from the environment, never the command line (ps shows that).

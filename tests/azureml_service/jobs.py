@@ -16,15 +16,19 @@ Tests steer it with rules: a rule matches a job by its tags and attempt number a
 the job does instead of running ("fail" as a preempted node would, "build_fails" in Preparing,
 "succeed" at once without running, "not_responding" or "pause" until released, "requeue" once
 after it ran, "exit2" like the scorer refusing its input, "timed": exactly ``score_seconds`` on
-the node), and ``hold``: the statuses in which the job stays until the test releases it (each once;
-"Requeued" is the Queued after a requeue)
+the node, for the benchmark, whose service also makes its nodes warm: each job's command in a
+child forked from one process that imported the scorer), and ``hold``: the statuses in which
+the job stays until the test releases it (each once; "Requeued" is the Queued after a requeue)
 (``release(name)``), so a test that needs a job in a state holds it there instead of racing a
 timer. ``entered[status]`` is an event set when the job reaches a status.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -87,12 +91,18 @@ class JobService:
     """The jobs, their lifecycles and the rules that steer them."""
 
     def __init__(self, datastores: dict[str, tuple[str, str]], nodes: int = 4, step: float = 0.05,
-                 python: str = sys.executable, app_dir: Path = ROOT) -> None:
+                 python: str = sys.executable, app_dir: Path = ROOT, warm_nodes: bool = False) -> None:
         self.datastores = datastores  # datastore name -> (wasb connection id, container)
         self.nodes, self.step = nodes, step
         # What a node runs the job's command with: the scoring image's Python and its PYTHONPATH
         # (by default this checkout's; the installed-package test gives the image's replica).
         self.python, self.app_dir = python, app_dir
+        # Warm nodes (the benchmark's, whose jobs take a time it chooses): the command runs in a
+        # child forked from a process that has the scorer and torch imported already. On a real
+        # cluster each node is a machine of its own; here every node shares the CPUs with the
+        # Airflow processes being measured, and 20 nodes each importing torch at once would be
+        # what the benchmark measures instead of them.
+        self.warm = _WarmNode() if warm_nodes else None
         self.jobs: dict[str, Job] = {}
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
@@ -267,22 +277,27 @@ class JobService:
         conn_id, container = self.datastores[m["store"]]
         return BlobStore(conn_id, container), m["path"]
 
+    def _download_inputs(self, props: dict, tmp: str) -> dict[str, str]:
+        """The job's datastore inputs on the node's disk (download mode): placeholder -> path."""
+        values = {}
+        for name, item in (props.get("inputs") or {}).items():
+            store, path = self._store(item["uri"])
+            if item["jobInputType"] == "uri_folder":
+                local = Path(tmp, "inputs", name)
+                for blob in store.list(path):
+                    store.download(blob.name, local / blob.name[len(path):])
+            else:
+                local = store.download(path, Path(tmp, "inputs", name, Path(path).name))
+            values[f"inputs.{name}"] = str(local)
+        return values
+
     def _execute(self, job: Job, exit_code: int | None, at_least: float = 0.0) -> None:
         """Run the job's command on a node; with ``at_least``, end no sooner than that many seconds
         after it started (a scoring time chosen by the benchmark, not this machine's speed)."""
         began = time.monotonic()
         props = job.props
         with tempfile.TemporaryDirectory(prefix="local-azureml-") as tmp:
-            values = {}
-            for name, item in (props.get("inputs") or {}).items():
-                store, path = self._store(item["uri"])
-                if item["jobInputType"] == "uri_folder":
-                    local = Path(tmp, "inputs", name)
-                    for blob in store.list(path):
-                        store.download(blob.name, local / blob.name[len(path):])
-                else:
-                    local = store.download(path, Path(tmp, "inputs", name, Path(path).name))
-                values[f"inputs.{name}"] = str(local)
+            values = self._download_inputs(props, tmp)
             for name in props.get("outputs") or {}:
                 Path(tmp, "outputs", name).mkdir(parents=True)
                 values[f"outputs.{name}"] = str(Path(tmp, "outputs", name))
@@ -295,10 +310,13 @@ class JobService:
                 if job.status != "Running" or job.cancel.is_set():
                     return
                 # As in the scoring image: the scorer on PYTHONPATH, the job in a directory of its own.
-                job.proc = subprocess.Popen(
-                    [self.python, *argv[1:]], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                    env={"PYTHONPATH": str(self.app_dir), "PATH": "/usr/bin:/bin",
-                         **(props.get("environmentVariables") or {})})
+                env = {"PYTHONPATH": str(self.app_dir), "PATH": "/usr/bin:/bin",
+                       **(props.get("environmentVariables") or {})}
+                if self.warm and argv[1:2] == ["-m"]:
+                    job.proc = self.warm.run(argv[2:], tmp, env)
+                else:
+                    job.proc = subprocess.Popen([self.python, *argv[1:]], cwd=tmp, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True, env=env)
             out, _ = job.proc.communicate()
             if job.cancel.wait(max(0.0, at_least - (time.monotonic() - began))):
                 return  # stopped by a cancel: Canceled, not Failed
@@ -314,6 +332,57 @@ class JobService:
                         store.upload(file, path + file.relative_to(Path(tmp, "outputs", name)).as_posix())
         job.set("Finalizing")
         job.set("Completed")
+
+
+class _WarmNode:
+    """Runs ``python -m MODULE ARGS`` as a child forked from a server process that imported the
+    scorer once (multiprocessing's forkserver): the same code and outputs as a fresh process,
+    without each job paying torch's import on this machine's CPUs."""
+
+    PRELOAD = ("scoring.cli", "scoring.engine", "scoring.chunk", "scoring.video", "scoring.flicker",
+               "scoring.checkpoint", "scoring.transformer_net")
+
+    def __init__(self) -> None:
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(list(self.PRELOAD))
+
+    def run(self, module_args: list[str], cwd: str, env: dict[str, str]) -> _Forked:
+        return _Forked(self.context, module_args, cwd, env)
+
+
+class _Forked:
+    """A forked job's process, answering as the ``subprocess.Popen`` of a cold one does."""
+
+    def __init__(self, context, module_args: list[str], cwd: str, env: dict[str, str]) -> None:
+        self.log = Path(cwd, ".node-output.txt")
+        self.process = context.Process(target=_run_module, args=(module_args, cwd, env, str(self.log)))
+        self.process.start()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode
+
+    def poll(self) -> int | None:
+        return None if self.process.is_alive() else self.process.exitcode
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def communicate(self) -> tuple[str, None]:
+        self.process.join()
+        return (self.log.read_text(errors="replace") if self.log.is_file() else ""), None
+
+
+def _run_module(module_args: list[str], cwd: str, env: dict[str, str], log: str) -> None:
+    """In the forked child: the job's directory, environment and output, then the module as __main__."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    sys.argv = ["python", *module_args[1:]]
+    runpy.run_module(module_args[0], run_name="__main__", alter_sys=True)
 
 
 def _matches(rule: dict, job: Job) -> bool:

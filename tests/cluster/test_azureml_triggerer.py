@@ -12,7 +12,9 @@ sizes (counting deferred chunks) bounding the jobs in flight. On the way:
 - one job fails as a preempted low-priority node does: only its chunk retries, with a new job;
 - one deferred chunk is marked failed through the REST API: its job is cancelled; cleared
   again, the chunk gets a new job and the video completes;
-and the manifest counts every job the video paid for. Every wait has a deadline.
+and the manifest counts every job the video paid for. Then a second video's trigger moves to a
+second triggerer while the first is frozen, and the first, going on, leaves the job running.
+Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def env(tmp_path_factory):
         "AIRFLOW__VIDSTYLE__AZUREML_MAX_NODES": str(NODES), "AIRFLOW__VIDSTYLE__AZUREML_DEVICE": "cpu",
         "AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS": "1", "AIRFLOW__VIDSTYLE__AZUREML_MAX_POLL_SECONDS": "2",
         "AIRFLOW__VIDSTYLE__AZUREML_PRICES": '{"Standard_NC4as_T4_v3": 0.36}',
+        # A triggerer silent this long is taken for dead and its triggers handed on (default 30 s).
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "20",
         "AIRFLOW__VIDSTYLE__SENSOR_POKE_SECONDS": "5", "AIRFLOW__VIDSTYLE__CLAIM_POKE_SECONDS": "5",
         "AIRFLOW__VIDSTYLE__DEFAULT_STYLE": f"wasb://{container}/models/standin.pth",
     }
@@ -185,6 +189,60 @@ def test_a_video_on_azure_ml_survives_a_triggerer_restart_a_preempted_node_and_a
         f"vidstyle-scoring/versions/{version}"}
     assert {j["status"] for j in state["jobs"].values()} <= {"Completed", "Failed", "Canceled"}  # none left running
     check_the_result_and_its_cost(env, store, blob, run_id, state["jobs"])
+    hand_a_trigger_to_a_second_triggerer(env, store, tmp_path, run_id)
+
+
+def hand_a_trigger_to_a_second_triggerer(env: dict, store: BlobStore, tmp_path: Path, first_run: str) -> None:
+    """Two triggerers: the one watching a chunk's running job freezes (a paused VM, a blocked event
+    loop) past the health threshold, the second takes the trigger over, and the first, going on,
+    finds the trigger no longer its own. Airflow 3.3.2 cancels it there as if a user had acted
+    (on_kill): the job must be left running, watched by the second, and the chunk finish once."""
+    blob = "incoming/azureml/handover.mp4"  # one chunk: its job is held Running by chunk 0's rule
+    upload_with_event(store, make_video(tmp_path / "handover.mp4", seconds=CHUNK * 1001 / 30000, size="96x64"),
+                      blob, Settings(container=store.container))
+    run_id = wait_for("the second video's run", lambda: (sql(env, "select run_id from dag_run where dag_id = "
+                                                                  "'video_stylize' and run_id <> %s", first_run)
+                                                          or [[None]])[0][0], 600)
+
+    def job() -> dict | None:
+        return next((j for j in jobs_of(env).values() if j["tags"].get("airflow_run_id") == run_id), None)
+
+    def watcher() -> int | None:  # the triggerer (its job id) the chunk's trigger is assigned to
+        rows = sql(env, "select t.triggerer_id from task_instance ti join trigger t on t.id = ti.trigger_id "
+                        "where ti.run_id = %s and ti.task_id = 'stylize_chunk'", run_id)
+        return rows[0][0] if rows else None
+
+    reads = wait_for("its job running and watched", lambda: (j := job()) and j["status"] == "Running"
+                     and ti(env, run_id, 0)[0] == "deferred" and watcher() and j["reads"], 600, every=0.5)
+    wait_for("the first triggerer to poll it", lambda: job()["reads"] > reads, 60, every=0.5)
+    first = watcher()
+    cluster("run", "triggerer2", env=env)
+    cluster("pause", "triggerer", env=env)
+    try:
+        second = wait_for("the trigger handed to the second triggerer", lambda: (w := watcher()) != first and w,
+                          180, every=1)
+        reads = job()["reads"]
+        wait_for("the second triggerer to poll the job", lambda: job()["reads"] > reads, 60, every=0.5)
+    finally:
+        cluster("resume", "triggerer", env=env)
+    # Going on, the first triggerer cancels its copy of the trigger as if a user had acted, and
+    # Airflow calls its on_kill: that must leave the job, which the second triggerer watches.
+    logs = Path(env["AIRFLOW_HOME"]) / "logs" / "dag_id=video_stylize" / f"run_id={run_id}"
+    first_log = logs / "task_id=stylize_chunk" / "map_index=0" / f"attempt=1.log.trigger.{first}.log"
+
+    def killed_and_ended() -> bool:
+        text = first_log.read_text() if first_log.is_file() else ""
+        return "trigger completed" in text.partition("Trigger cancelled by user action, invoking on_kill")[2]
+    wait_for("the first triggerer to end its copy through on_kill", killed_and_ended, 120, every=1)
+    name = job()["name"]
+    assert name not in steer(env, "state")["cancelled"], "the first triggerer's on_kill cancelled the healthy job"
+    assert "handed to another triggerer" in first_log.read_text()  # and said why it left the job
+    assert job()["status"] == "Running" and ti(env, run_id, 0)[0] == "deferred" and watcher() == second
+    steer(env, f"jobs/{name}/release", "POST", {})
+    wait_for("the second video", lambda: sql(env, "select state from dag_run where run_id = %s", run_id)[0][0]
+             == "success", 600, every=2)
+    assert [j["name"] for j in jobs_of(env).values() if j["tags"].get("airflow_run_id") == run_id] == [name]
+    assert ti(env, run_id, 0) == ("success", 1)  # the second triggerer's event: no retry, no new job
 
 
 def upload_model(store: BlobStore, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ own, as if on machines of their own (nothing shares local disk: everything goes 
     vidstyle cluster stop [NAME]         all, or one process (SIGTERM: it shuts down as it would)
     vidstyle cluster status
     vidstyle cluster kill NAME           SIGKILL a process and everything it started (a lost machine)
-    vidstyle cluster run NAME            (re)start one: scheduler, triggerer, worker1, ...
+    vidstyle cluster pause|resume NAME   SIGSTOP|SIGCONT it and everything it started (a frozen machine)
+    vidstyle cluster run NAME            (re)start one: scheduler, triggerer, worker1, ... (triggerer2,
+                                         worker3: one more of them)
     vidstyle cluster airflow ARGS...     the airflow CLI against this cluster
     vidstyle cluster env                 its environment, NUL-separated (for tests and tools)
     vidstyle cluster reset | drop        a fresh database next start | the database and container gone
@@ -96,9 +98,11 @@ def command_for(name: str, api_port: str) -> list[str]:
         return ["airflow", "api-server", "--port", api_port]
     if name in CORE:
         return ["airflow", name]
+    if name.startswith("triggerer") and name[len("triggerer"):].isdigit():  # another triggerer, beside the first
+        return ["airflow", "triggerer"]
     if name.startswith("worker"):
         return ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
-    raise SystemExit(f"unknown process {name!r}: {', '.join(CORE)} or workerN")
+    raise SystemExit(f"unknown process {name!r}: {', '.join(CORE)}, triggererN or workerN")
 
 
 def say(what: str) -> None:
@@ -134,6 +138,15 @@ def kill(name: str) -> None:
         os.killpg(pid, signal.SIGKILL)
     pidfile(name).unlink(missing_ok=True)
     say(f"killed {name} and everything it started (SIGKILL)")
+
+
+def signal_group(name: str, sig: signal.Signals) -> None:
+    """A signal to a member and everything it started: SIGSTOP freezes it as a paused VM or a
+    stalled machine would be (it misses its heartbeats), SIGCONT lets it go on where it was."""
+    if not (pid := pid_of(name)):
+        raise SystemExit(f"[cluster] {name} is not running")
+    os.killpg(pid, sig)
+    say(f"{'paused' if sig == signal.SIGSTOP else 'resumed'} {name} and everything it started ({sig.name})")
 
 
 def stop(name: str) -> None:
@@ -212,9 +225,19 @@ def drop(env: dict[str, str]) -> None:
     (Path(env["AIRFLOW_HOME"]) / ".migrated").unlink(missing_ok=True)
 
 
+ONE_MEMBER = {  # the actions on one member, by name
+    "kill": lambda name, env: kill(name),
+    "run": start_one,
+    "pause": lambda name, env: signal_group(name, signal.SIGSTOP),
+    "resume": lambda name, env: signal_group(name, signal.SIGCONT),
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("start", "stop", "status", "kill", "run", "airflow", "env", "reset", "drop"))
-    p.add_argument("args", nargs=argparse.REMAINDER, help="start: WORKERS; stop, kill, run: NAME; airflow: its ARGS")
+    p.add_argument("action", choices=("start", "stop", "status", "kill", "pause", "resume", "run", "airflow",
+                                      "env", "reset", "drop"))
+    p.add_argument("args", nargs=argparse.REMAINDER,
+                   help="start: WORKERS; stop, kill, pause, resume, run: NAME; airflow: its ARGS")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -232,10 +255,10 @@ def run(a: argparse.Namespace) -> int:
     elif a.action == "status":
         for name in members():
             print(f"{name} running (pid {pid})" if (pid := pid_of(name)) else f"{name} dead")
-    elif a.action in ("kill", "run"):
+    elif a.action in ONE_MEMBER:
         if not a.args:
             raise SystemExit(f"vidstyle cluster {a.action} NAME")
-        kill(a.args[0]) if a.action == "kill" else start_one(a.args[0], env)
+        ONE_MEMBER[a.action](a.args[0], env)
     elif a.action == "reset":  # a fresh database for the next start
         for name in members():
             stop(name)
