@@ -3,8 +3,9 @@ as the pipeline's split cuts them."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
+
+from vidstyle.cli.stack import free_port  # noqa: F401  the tests' servers' ports: one copy, the package's
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,10 +64,3 @@ def upload_with_event(store, path: Path, blob: str, settings=None) -> None:
 
     store.upload(path, blob)
     announce(store, settings or load_settings(), blob)
-
-
-def free_port() -> int:
-    """A port nothing listens on now, for a server a test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -19,10 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tests.support import make_video, upload_with_event
+from vidstyle.cli.cluster_run import sql  # the cluster's database, as the benchmarks query it
 from vidstyle.hooks.blob_store import BlobStore
 from vidstyle.pipeline.identity import find_videos
 from vidstyle.pipeline.layout import Layout
@@ -67,17 +67,6 @@ def env(tmp_path_factory):
     finally:
         subprocess.run([*CLUSTER, "stop"], env=base, capture_output=True, timeout=300)
         subprocess.run([*CLUSTER, "drop"], env=base, capture_output=True, timeout=300)
-
-
-def sql(env: dict, query: str, *args) -> list[tuple]:
-    conn = psycopg2.connect(host="127.0.0.1", port=env["VIDSTYLE_PG_PORT"], user="airflow", password="airflow",
-                            dbname=env["VIDSTYLE_CLUSTER_DB"])
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def test_twenty_videos_on_two_workers_survive_a_lost_worker_and_a_scheduler_restart(env, tmp_path):

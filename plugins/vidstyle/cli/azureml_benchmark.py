@@ -5,8 +5,8 @@ It starts the local Azure ML service (tests/azureml_service, from the checkout) 
 nodes whose every job takes exactly ``--score-seconds`` on its node (the scorer runs on a tiny
 chunk within that time, on warm nodes that do not import torch per job: no model's speed is
 measured, and the nodes take little of the CPUs they share with Airflow), and a ``vidstyle
-cluster`` (scheduler, DAG processor, API server, Celery workers and one triggerer, on PostgreSQL) whose processes
-reach the service through azure-ai-ml's own MLClient, as they would reach Azure. Then, per
+cluster`` (scheduler, DAG processor, API server, Celery workers and one triggerer, on
+PostgreSQL) whose processes reach the service through azure-ai-ml's own MLClient, as they would reach Azure. Then, per
 scenario, videos go through ``video_stylize`` on ``backend=azureml`` at once, and it prints:
 
 - the time each job spent on its node (T, if this machine kept up with the nodes' work);
@@ -32,7 +32,6 @@ import json
 import math
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 from vidstyle.cli import local
 from vidstyle.cli.cluster_run import cluster as _cluster
 from vidstyle.cli.cluster_run import sql as _sql
+from vidstyle.cli.stack import free_port
 
 ARM_READS_PER_SECOND, ARM_WRITES_PER_SECOND = 25, 10  # refill rates; buckets of 250 and 200
 
@@ -62,12 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="also write the figures here")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Service:
     """The local Azure ML service, a process of its own, and its test-only steering."""
 
@@ -76,7 +70,7 @@ class Service:
         from tests.azureml_service.api import SECRET_ENV, AzureMLService, client_environment, connection
         from tests.azureml_service.jobs import JobService
 
-        self.port, self.secret, self.state = _free_port(), secrets.token_urlsafe(24), state
+        self.port, self.secret, self.state = free_port(), secrets.token_urlsafe(24), state
         known = AzureMLService(JobService({}), client_secret=self.secret)
         known.base = self.base = f"https://127.0.0.1:{self.port}"
         self.ca = state / "ca.pem"
@@ -268,7 +262,7 @@ def run(a: argparse.Namespace) -> int:
                 "AIRFLOW__CORE__PARALLELISM": str(max(32, 4 * a.nodes)),
                 "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(32, 4 * a.nodes)),
                 "VIDSTYLE_WORKER_CONCURRENCY": "8", "VIDSTYLE_CLUSTER_DB": f"airflow_azbench_{tag}",
-                "VIDSTYLE_CLUSTER_CONTAINER": container, "VIDSTYLE_CLUSTER_API_PORT": str(_free_port())}
+                "VIDSTYLE_CLUSTER_CONTAINER": container, "VIDSTYLE_CLUSTER_API_PORT": str(free_port())}
     if a.poll_seconds is not None:
         settings["AIRFLOW__VIDSTYLE__AZUREML_POLL_SECONDS"] = str(a.poll_seconds)
     if a.max_poll_seconds is not None:
